@@ -1,0 +1,17 @@
+"""Errors that reach a person as one line (the CLI prints ``Error: <message>``)."""
+
+
+class SpecsError(Exception):
+    """An error with a one-line message meant for the user."""
+
+
+class ModelLoadError(SpecsError):
+    """A model file is missing, not GGUF, or truncated/corrupt."""
+
+
+class ContextFullError(SpecsError):
+    """A prompt or a sequence does not fit in the context (KV cache)."""
+
+
+class OutOfSequencesError(SpecsError):
+    """All parallel sequence slots of a context are in use."""
