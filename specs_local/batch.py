@@ -1,0 +1,452 @@
+"""Batch solving: read a problem file, solve each problem, append one durable JSONL record each.
+
+The pieces are separate so that other front ends (`bench`) can reuse them:
+`read_problems` (input), `OutputLog` (durable, resumable output), `solve_record`
+(one problem -> one record), `Progress` (the progress line) and `summarize` /
+`format_summary` (the closing report). `run_batch` ties them together around a
+`solve(problem_text) -> result dict` callable, so it never needs a model itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from specs_local.answers import grade
+from specs_local.errors import SpecsError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks, the log still works
+    fcntl = None
+
+Record = dict[str, Any]
+Solve = Callable[[str], Record]
+
+
+# ---------------------------------------------------------------- input
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One input problem. `error` is set when its input line could not be used."""
+
+    id: str
+    text: str | None
+    gold: str | None = None
+    line: int = 0
+    error: str | None = None
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise SpecsError(f"cannot read {path}: not UTF-8 text (byte {error.start})") from None
+    except OSError as error:
+        raise SpecsError(f"cannot read {path}: {error.strerror or error}") from None
+    # Not splitlines(): it also splits on U+2028 and friends, which JSON strings may hold raw.
+    return [line.rstrip("\r") for line in text.split("\n")]
+
+
+def _is_jsonl(path: Path, lines: Sequence[str]) -> bool:
+    if path.suffix.lower() in (".jsonl", ".json"):
+        return True
+    first = next((line.strip() for line in lines if line.strip()), "")
+    return first.startswith("{")
+
+
+def _jsonl_problem(line_no: int, line: str) -> Problem:
+    """A JSONL line as a Problem; the id defaults to the line number."""
+    default_id = str(line_no)
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        return Problem(default_id, None, line=line_no, error=f"line {line_no}: malformed JSON ({error.msg})")
+    if not isinstance(record, dict):
+        return Problem(default_id, None, line=line_no, error=f"line {line_no}: not a JSON object")
+    problem_id = default_id if record.get("id") is None else str(record["id"])
+    gold = record.get("answer")
+    gold = None if gold is None or str(gold).strip() == "" else str(gold)
+    text = record.get("problem")
+    if not isinstance(text, str) or not text.strip():
+        return Problem(problem_id, None, gold, line_no, f'line {line_no}: no "problem" text')
+    return Problem(problem_id, text, gold, line_no)
+
+
+def _refuse_duplicate_ids(problems: Iterable[Problem]) -> None:
+    first_line: dict[str, int] = {}
+    for problem in problems:
+        if problem.id in first_line:
+            raise SpecsError(f'duplicate id "{problem.id}" on lines {first_line[problem.id]} and {problem.line}')
+        first_line[problem.id] = problem.line
+
+
+def read_problems(path: str | os.PathLike) -> list[Problem]:
+    """The problems in a JSONL file (`id`, `problem`, optional `answer`) or a plain text file.
+
+    JSONL is chosen by the extension (.jsonl/.json) or a first non-blank line starting
+    with `{`; otherwise each non-blank line is a problem. Ids default to the line
+    number. Unusable JSONL lines come back as Problems with `error` set. Raises
+    SpecsError for an unreadable or empty file, or duplicate ids.
+    """
+    path = Path(path)
+    lines = _read_lines(path)
+    numbered = [(number, line) for number, line in enumerate(lines, start=1) if line.strip()]
+    if _is_jsonl(path, lines):
+        problems = [_jsonl_problem(number, line) for number, line in numbered]
+    else:
+        problems = [Problem(str(number), line.strip(), line=number) for number, line in numbered]
+    if not problems:
+        raise SpecsError(f"{path} holds no problems")
+    _refuse_duplicate_ids(problems)
+    return problems
+
+
+# ---------------------------------------------------------------- output
+
+
+def record_id(record: Record) -> str:
+    """The resume key of a batch record: its problem id."""
+    return record["id"]
+
+
+def _torn_tail_start(data: bytes) -> int | None:
+    """Where a torn last line starts (no final newline, or not a JSON object); None if whole."""
+    if not data:
+        return None
+    body = data[:-1] if data.endswith(b"\n") else data
+    start = body.rfind(b"\n") + 1
+    if not data.endswith(b"\n"):
+        return start
+    try:
+        return None if isinstance(json.loads(body[start:]), dict) else start
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError both
+        return start
+
+
+def _could_be_torn_record(fragment: bytes) -> bool:
+    """Whether a torn tail could be ours: the start of a JSON object, or the zeros of a lost write."""
+    return fragment.startswith(b"{") or not fragment.strip(b"\x00\n")
+
+
+def _not_a_record(path: Path, number: int) -> SpecsError:
+    return SpecsError(f"{path} line {number} is not a specs-local record; choose another output file")
+
+
+def _parse_records(path: Path, data: bytes) -> list[Record]:
+    records = []
+    for number, line in enumerate(data.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if not isinstance(record, dict) or "id" not in record:
+            raise _not_a_record(path, number)
+        records.append(record)
+    return records
+
+
+def _fsync_directory(path: Path) -> None:
+    """Make a newly created file's directory entry durable too."""
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class OutputLog:
+    """A durable, resumable JSONL file of records.
+
+    On open, a torn last line (left by a crash or power loss) is cut away, then the
+    records on disk are read: `key in log` says whether a record with that key is
+    already done. `append` writes one whole line with a single write on an
+    O_APPEND descriptor and fsyncs it, so a kill at any moment leaves only complete
+    lines. An exclusive lock keeps two runs from appending to the same file.
+    `key` maps a record to its resume key (bench can key on (id, method)).
+    """
+
+    def __init__(self, path: str | os.PathLike, key: Callable[[Record], Any] = record_id):
+        self.path = Path(path)
+        self.key = key
+        self.repaired = False  # whether a torn last line was cut away on open
+        created = not self.path.exists()
+        try:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise SpecsError(f"cannot open {self.path}: {error.strerror or error}") from None
+        try:
+            self._lock()
+            if created:
+                _fsync_directory(self.path)
+            self.records: dict[Any, Record] = {key(r): r for r in self._load()}
+        except BaseException:
+            os.close(self._fd)
+            raise
+
+    def _lock(self) -> None:
+        if fcntl is None:
+            return
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SpecsError(f"{self.path} is being written by another run") from None
+
+    def _load(self) -> list[Record]:
+        """The records on disk, after cutting a torn last line away.
+
+        Everything is checked before anything is cut, so a file that is not ours is
+        refused untouched.
+        """
+        data = self.path.read_bytes()
+        tail = _torn_tail_start(data)
+        records = _parse_records(self.path, data if tail is None else data[:tail])
+        if tail is None:
+            return records
+        if not _could_be_torn_record(data[tail:]):
+            raise _not_a_record(self.path, data.count(b"\n", 0, tail) + 1)
+        os.ftruncate(self._fd, tail)
+        os.fsync(self._fd)
+        self.repaired = True
+        return records
+
+    def __contains__(self, key: Any) -> bool:
+        return key in self.records
+
+    def append(self, record: Record) -> None:
+        line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+        written = os.write(self._fd, line)
+        if written != len(line):  # disk full: the torn line is repaired on the next open
+            raise SpecsError(f"short write to {self.path} ({written} of {len(line)} bytes); is the disk full?")
+        os.fsync(self._fd)
+        self.records[self.key(record)] = record
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)  # also releases the lock
+            self._fd = -1
+
+    def __enter__(self) -> OutputLog:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------- records
+
+
+def error_record(problem: Problem, method: str, message: str) -> Record:
+    """The record of a problem that has no answer: bad input or a failed solve.
+
+    It counts as wrong where a gold answer exists, so failures never raise accuracy.
+    """
+    record: Record = {"id": problem.id, "problem": problem.text, "answer": None, "gold": problem.gold}
+    if problem.gold is not None:
+        record["correct"] = False
+    record.update(method=method, error=message)
+    return record
+
+
+def result_record(problem: Problem, result: Record, method: str, trace: bool) -> Record:
+    """The record of a solved problem, graded where a gold answer exists."""
+    record: Record = {"id": problem.id, "problem": problem.text, "answer": result["answer"], "gold": problem.gold}
+    if problem.gold is not None:
+        record["correct"] = grade(result["answer"], problem.gold)
+    record.update(method=method, stats=result["stats"])
+    if trace:
+        record["trace"] = {"steps": result["steps"], "text": result["text"]}
+    return record
+
+
+def solve_record(problem: Problem, solve: Solve, *, method: str, trace: bool = False) -> Record:
+    """Solve one problem and make its record. A SpecsError becomes an error record."""
+    if problem.error is not None:
+        return error_record(problem, method, problem.error)
+    try:
+        result = solve(problem.text)
+    except SpecsError as error:
+        return error_record(problem, method, str(error))
+    return result_record(problem, result, method, trace)
+
+
+# ---------------------------------------------------------------- progress and summary
+
+
+def _format_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
+
+
+def _record_status(record: Record) -> str:
+    if "error" in record:
+        return "error"
+    if "correct" in record:
+        return "correct" if record["correct"] else "wrong"
+    return "done"
+
+
+class Progress:
+    """The progress line: done/total, rate, ETA, running accuracy.
+
+    On a terminal it is one line redrawn with `\\r`; otherwise one plain line per
+    problem, so logs stay readable. `prior` holds the records already done before
+    this run (resume): they count towards done and accuracy, not towards the rate.
+    """
+
+    def __init__(
+        self, total: int, *, out: TextIO | None = None, enabled: bool = True, prior: Iterable[Record] = ()
+    ):
+        prior = list(prior)
+        self.total = total
+        # Looked up per call, not at import: click's test runner swaps sys.stderr.
+        self.out = out or sys.stderr
+        self.enabled = enabled
+        self.tty = enabled and self.out.isatty()
+        self.done = len(prior)
+        self.done_now = 0
+        self.graded = sum("correct" in r for r in prior)
+        self.correct = sum(r.get("correct") is True for r in prior)
+        self.started = time.monotonic()
+        self._width = 0  # length of the last line drawn on a terminal
+
+    def line(self, record: Record) -> str:
+        """The progress text after `record` was done."""
+        parts = [f"{self.done}/{self.total}"]
+        elapsed = time.monotonic() - self.started
+        if self.done_now and elapsed > 0:
+            per_second = self.done_now / elapsed
+            parts.append(f"{per_second * 60:.1f}/min")
+            parts.append(f"ETA {_format_duration((self.total - self.done) / per_second)}")
+        if self.graded:
+            parts.append(f"acc {self.correct / self.graded:.1%} ({self.correct}/{self.graded})")
+        parts.append(f"{record['id']}: {_record_status(record)}")
+        return " | ".join(parts)
+
+    def advance(self, record: Record) -> None:
+        self.done += 1
+        self.done_now += 1
+        if "correct" in record:
+            self.graded += 1
+            self.correct += record["correct"] is True
+        if not self.enabled:
+            return
+        text = self.line(record)
+        if self.tty:
+            text = text[: shutil.get_terminal_size().columns - 1]  # a wrapped line cannot be redrawn
+            self.out.write("\r" + text.ljust(self._width))
+            self._width = len(text)
+        else:
+            self.out.write(text + "\n")
+        self.out.flush()
+
+    def close(self) -> None:
+        """End a terminal line so that what follows starts on its own line."""
+        if self.tty and self._width:
+            self.out.write("\n")
+            self.out.flush()
+            self._width = 0
+
+
+@dataclass(frozen=True)
+class Summary:
+    total: int  # problems in the input
+    done_now: int  # solved (or failed) in this run
+    skipped: int  # already in the output when the run started
+    errors: int  # records with an error, over the whole input
+    graded: int  # records with a gold answer
+    correct: int
+    mean_latency_s: float | None  # over records with stats.wall_seconds
+    median_latency_s: float | None
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.graded if self.graded else None
+
+
+def _wall_seconds(record: Record) -> float | None:
+    seconds = (record.get("stats") or {}).get("wall_seconds")
+    return float(seconds) if isinstance(seconds, (int, float)) else None
+
+
+def summarize(records: Sequence[Record], *, total: int, done_now: int, skipped: int) -> Summary:
+    """The summary of the records of one input (those of this run and those resumed)."""
+    latencies = [s for s in map(_wall_seconds, records) if s is not None]
+    return Summary(
+        total=total,
+        done_now=done_now,
+        skipped=skipped,
+        errors=sum("error" in r for r in records),
+        graded=sum("correct" in r for r in records),
+        correct=sum(r.get("correct") is True for r in records),
+        mean_latency_s=statistics.fmean(latencies) if latencies else None,
+        median_latency_s=statistics.median(latencies) if latencies else None,
+    )
+
+
+def format_summary(summary: Summary) -> str:
+    """A few lines for a person: counts, accuracy, latency."""
+    counts = (
+        f"{summary.total} problems: {summary.done_now} solved now, "
+        f"{summary.skipped} already done, {summary.errors} errors"
+    )
+    if summary.accuracy is None:
+        accuracy = "accuracy: no gold answers"
+    else:
+        accuracy = f"accuracy {summary.accuracy:.1%} ({summary.correct}/{summary.graded} graded)"
+    if summary.mean_latency_s is None:
+        latency = "latency: none measured"
+    else:
+        latency = f"latency mean {summary.mean_latency_s:.2f} s, median {summary.median_latency_s:.2f} s"
+    return "\n".join([counts, accuracy, latency])
+
+
+# ---------------------------------------------------------------- the batch
+
+
+def run_batch(
+    problems: Sequence[Problem],
+    output_path: str | os.PathLike,
+    solve: Solve,
+    *,
+    method: str,
+    trace: bool = False,
+    progress: bool = True,
+    out: TextIO | None = None,
+) -> Summary:
+    """Solve every problem not yet in `output_path`, appending one record each.
+
+    `solve(problem_text)` returns a result dict (`answer`, `text`, `steps`, `stats`
+    with `wall_seconds`); a SpecsError from it becomes an error record and the batch
+    goes on. Each record is on disk before the next problem starts, so a
+    KeyboardInterrupt (or a kill) loses only the problem in progress; rerunning resumes.
+    Progress goes to `out` (default: sys.stderr).
+    """
+    with OutputLog(output_path) as log:
+        todo = [problem for problem in problems if problem.id not in log]
+        prior = [log.records[problem.id] for problem in problems if problem.id in log]
+        bar = Progress(len(problems), out=out, enabled=progress, prior=prior)
+        try:
+            for problem in todo:
+                record = solve_record(problem, solve, method=method, trace=trace)
+                log.append(record)
+                bar.advance(record)
+        finally:
+            bar.close()
+        records = [log.records[problem.id] for problem in problems]
+    return summarize(records, total=len(problems), done_now=len(todo), skipped=len(prior))
