@@ -11,8 +11,6 @@ import re
 import threading
 from collections.abc import Iterable, Sequence
 
-from math_verify import parse, verify
-
 # `\boxed` or `\fbox`, but not a longer command such as `\boxedfoo`.
 _BOX_COMMAND = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
 # `\boxed 5`: the argument is the next run of characters up to whitespace or `$`.
@@ -71,6 +69,8 @@ def extract_boxed(text: str) -> str | None:
 
 def _parse_first(candidates: Sequence[str], timeout_s: int) -> list:
     """The parse of the first candidate string that math-verify can read; [] if none."""
+    from math_verify import parse  # imported here: it pulls in sympy (~1.5 s), which `solve` never needs
+
     for candidate in candidates:
         parsed = parse(candidate, parsing_timeout=timeout_s)
         if parsed:
@@ -90,6 +90,8 @@ def grade(pred: str | None, gold: str, timeout_s: int = 5) -> bool:
     if pred is None or not str(pred).strip():
         return False
     pred, gold = str(pred), str(gold)
+    from math_verify import verify  # lazy like parse; outside the try so a missing package is loud
+
     try:
         gold_parsed = _parse_first([f"${gold}$", f"\\boxed{{{gold}}}"], timeout_s)
         pred_parsed = _parse_first([f"\\boxed{{{pred}}}", f"${pred}$"], timeout_s)

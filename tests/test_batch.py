@@ -305,7 +305,8 @@ run_batch(read_problems(sys.argv[1]), sys.argv[2], solve, method="sum", progress
 
 
 def test_sigkill_mid_batch_leaves_whole_lines_and_a_rerun_completes(tmp_path):
-    rows = [{"id": f"q{i}", "problem": f"Add {i} and 1", "answer": str(i + 1)} for i in range(200)]
+    # No gold answers: grading is not under test here and would only slow it down.
+    rows = [{"id": f"q{i}", "problem": f"Add {i} and 1"} for i in range(200)]
     source = write_jsonl(tmp_path / "in.jsonl", rows)
     output = tmp_path / "out.jsonl"
     command = [sys.executable, "-c", KILLED_BATCH, str(source), str(output)]
@@ -325,7 +326,7 @@ def test_sigkill_mid_batch_leaves_whole_lines_and_a_rerun_completes(tmp_path):
     subprocess.run(command, cwd=REPO, env=env, check=True, timeout=120)
     records = read_records(output)
     assert sorted(r["id"] for r in records) == sorted(row["id"] for row in rows)  # exactly one record per id
-    assert all(r["correct"] for r in records)
+    assert all(r["answer"] == str(int(r["id"][1:]) + 1) for r in records)
 
 
 # ---------------------------------------------------------------- progress and summary
