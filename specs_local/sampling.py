@@ -1,0 +1,104 @@
+"""Sampling on CPU-side logits, kept apart from the model call.
+
+Every function takes raw logits (a float32 row over the vocabulary) and returns
+tokens with their log-probability under the model's *untempered* distribution,
+which is what SPECS' log-ratio scores need. Nothing here sorts the whole
+vocabulary: candidates are found with ``argpartition``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SamplerParams:
+    temperature: float = 0.7  # 0 means greedy
+    top_k: int = 0  # 0 means no top-k cut
+    top_p: float = 1.0
+
+
+def logsumexp(logits: np.ndarray, axis: int = -1) -> np.ndarray:
+    peak = np.max(logits, axis=axis, keepdims=True)
+    return (peak + np.log(np.sum(np.exp(logits - peak), axis=axis, keepdims=True))).squeeze(axis)
+
+
+def token_logprobs(rows: np.ndarray, tokens: np.ndarray, block: int = 64) -> np.ndarray:
+    """Log-softmax of each row, read at one token per row.
+
+    Rows are processed in blocks so that a long prefill's logits never need a
+    second full-size temporary."""
+    rows = np.atleast_2d(rows)
+    tokens = np.asarray(tokens, dtype=np.int64)
+    out = np.empty(len(tokens), dtype=np.float64)
+    for start in range(0, len(tokens), block):
+        part = rows[start : start + block]
+        picked = part[np.arange(len(part)), tokens[start : start + block]]
+        out[start : start + block] = picked - logsumexp(part.astype(np.float32, copy=False))
+    return out
+
+
+def _top_candidates(logits: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest logits, unordered, without a full sort."""
+    if k >= logits.shape[-1]:
+        return np.arange(logits.shape[-1])
+    return np.argpartition(logits, -k)[-k:]
+
+
+def _nucleus(ids: np.ndarray, probs: np.ndarray, top_p: float) -> tuple[np.ndarray, np.ndarray]:
+    """Keep the smallest prefix of candidates (by probability) whose mass reaches top_p."""
+    order = np.argsort(-probs)
+    cumulative = np.cumsum(probs[order])
+    keep = int(np.searchsorted(cumulative, top_p * cumulative[-1])) + 1
+    chosen = order[:keep]
+    return ids[chosen], probs[chosen]
+
+
+def sample_token(logits: np.ndarray, params: SamplerParams, rng: np.random.Generator) -> tuple[int, float]:
+    """Sample one token; return it with its untempered log-probability."""
+    logits = np.asarray(logits, dtype=np.float32)
+    if params.temperature <= 0:
+        token = int(np.argmax(logits))
+    else:
+        token = int(_sample_tempered(logits, params, rng))
+    return token, float(logits[token] - logsumexp(logits))
+
+
+def _sample_tempered(logits: np.ndarray, params: SamplerParams, rng: np.random.Generator) -> int:
+    scaled = logits / params.temperature
+    if params.top_k > 0:
+        ids = _top_candidates(scaled, params.top_k)
+    elif params.top_p < 1.0:
+        ids = _nucleus_support(scaled, params.top_p)
+    else:
+        ids = None
+    pool = scaled if ids is None else scaled[ids]
+    probs = np.exp(pool - pool.max())
+    probs /= probs.sum()
+    if ids is None:
+        ids = np.arange(len(pool))
+    if params.top_p < 1.0:
+        ids, probs = _nucleus(ids, probs, params.top_p)
+        probs = probs / probs.sum()
+    return int(ids[rng.choice(len(ids), p=probs)])
+
+
+def _nucleus_support(scaled: np.ndarray, top_p: float) -> np.ndarray:
+    """A candidate set sure to contain the top-p nucleus: grow a top-k window
+    until its mass reaches top_p. Steps of reasoning models put nearly all mass
+    on a few tokens, so the first window almost always suffices."""
+    total = np.exp(scaled - scaled.max()).sum()
+    k = 64
+    while True:
+        ids = _top_candidates(scaled, k)
+        mass = np.exp(scaled[ids] - scaled.max()).sum() / total
+        if mass >= top_p or k >= scaled.shape[-1]:
+            return ids
+        k *= 8
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    e = np.exp(x - np.max(x))
+    return e / e.sum()

@@ -1,0 +1,54 @@
+"""Shared fixtures: tiny random-weight GGUF models built once per session, and
+the real Qwen pair from the `small` preset's installed bundles."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    """draft and target share a vocabulary; `other` has one more token."""
+    make = _load_script("make_tiny_model")
+    folder = tmp_path_factory.mktemp("tiny")
+    return {
+        "draft": make.write_model(folder / "draft.gguf", seed=1),
+        "target": make.write_model(folder / "target.gguf", seed=2),
+        "other": make.write_model(folder / "other.gguf", seed=3, extra_token=True),
+    }
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    for candidate in (ROOT.parent / "shared" / "data", Path("/work/shared/data")):
+        if (candidate / "gsm8k.jsonl").exists():
+            return candidate
+    pytest.fail("benchmark data not found: expected ../shared/data/gsm8k.jsonl beside the repository")
+
+
+@pytest.fixture(scope="session")
+def real_pair(tmp_path_factory) -> dict[str, Path]:
+    """The small preset's Qwen 0.5B/1.5B files, assembled from the installed
+    bundle packages with the hub switched off (CI installs the `small` extra)."""
+    from specs_local.presets import resolve
+
+    home = os.environ.get("SPECS_LOCAL_HOME")
+    if not home:
+        default = Path.home() / ".cache" / "specs-local"
+        os.environ["SPECS_LOCAL_HOME"] = str(default)
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    return {role: resolve(role, role=role, preset="small", progress=False) for role in ("draft", "target")}

@@ -1,0 +1,43 @@
+import time
+
+import numpy as np
+
+from specs_local.sampling import SamplerParams, logsumexp, sample_token, softmax, token_logprobs
+
+
+def test_logprob_is_untempered_log_softmax():
+    logits = np.array([2.0, 1.0, 0.5, -1.0], dtype=np.float32)
+    rng = np.random.default_rng(0)
+    for params in (SamplerParams(0.0), SamplerParams(0.3), SamplerParams(2.0, top_k=2), SamplerParams(1.0, top_p=0.5)):
+        token, lp = sample_token(logits, params, rng)
+        assert abs(lp - (logits[token] - np.log(np.exp(logits).sum()))) < 1e-5
+
+
+def test_greedy_top_k_top_p_and_seed():
+    logits = np.log(np.array([0.5, 0.3, 0.15, 0.05], dtype=np.float32))
+    assert sample_token(logits, SamplerParams(0.0), np.random.default_rng(0))[0] == 0
+    draws = lambda p, seed=0: [sample_token(logits, p, rng)[0] for rng in [np.random.default_rng(seed)] for _ in range(2000)]
+    assert set(draws(SamplerParams(1.0, top_k=2))) == {0, 1}
+    assert set(draws(SamplerParams(1.0, top_p=0.75))) == {0, 1}  # 0.5 + 0.3 reaches 0.75
+    counts = np.bincount(draws(SamplerParams(1.0)), minlength=4) / 2000
+    assert np.abs(counts - [0.5, 0.3, 0.15, 0.05]).max() < 0.04
+    assert draws(SamplerParams(1.0), seed=5) == draws(SamplerParams(1.0), seed=5)
+    assert draws(SamplerParams(1.0), seed=5) != draws(SamplerParams(1.0), seed=6)
+
+
+def test_fast_on_a_qwen_sized_vocabulary():
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal(151936).astype(np.float32) * 3
+    params = SamplerParams(0.7, top_p=0.9)
+    sample_token(logits, params, rng)
+    t0 = time.perf_counter()
+    for _ in range(50):
+        sample_token(logits, params, rng)
+    assert (time.perf_counter() - t0) / 50 < 0.02  # a full argsort alone takes longer
+
+
+def test_token_logprobs_and_softmax():
+    rows = np.array([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]], dtype=np.float32)
+    got = token_logprobs(rows, [2, 1])
+    np.testing.assert_allclose(got, [3 - logsumexp(rows[0]), -np.log(3)], rtol=1e-6)
+    np.testing.assert_allclose(softmax([0.0, np.log(3.0)]), [0.25, 0.75])
