@@ -415,7 +415,7 @@ class Model:
 
     def release(self, seq: Sequence) -> None:
         """Free a sequence's KV cells and its id (a no-op for one already released)."""
-        if self._live.get(seq.seq_id) is not seq:
+        if not self.owns(seq):
             return
         del self._live[seq.seq_id]
         llama.llama_memory_seq_rm(self._memory, seq.seq_id, -1, -1)
@@ -426,6 +426,10 @@ class Model:
         for seq in seqs:
             if seq is not keep:
                 self.release(seq)
+
+    def owns(self, seq: Sequence) -> bool:
+        """True when ``seq`` is a live sequence of this model's context."""
+        return self._live.get(seq.seq_id) is seq
 
     def cells_used(self, seq: Sequence) -> int:
         """Positions this sequence holds in the KV cache (0 when none)."""

@@ -1,0 +1,348 @@
+"""Reward models: score the last step of a partial solution, for many candidates at once.
+
+One interface for every kind::
+
+    reward.score(problem, steps, candidates, contexts=None) -> np.ndarray in [0, 1]
+
+``steps`` are the accepted steps so far, ``candidates`` the texts of possible
+next steps. ``contexts`` are optional policy-model sequences that already hold
+``prompt + steps + candidate``: a self-verifier on the same model reuses their
+KV cache and evaluates only its question.
+
+Model-based rewards keep their own prefix in the KV cache across steps (a cache
+of sequences keyed by the accepted steps), so each step evaluates only its new
+tokens.
+"""
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .calculator import check_step
+from .engine import Model, Sequence
+from .errors import SpecsError
+from .sampling import softmax
+
+SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
+VERIFIER_QUESTION = "Is the last step correct? Answer Yes or No."
+_SLOT = "\u2063SOLUTION\u2063"  # a marker no template produces, to cut a rendered chat at the solution
+
+
+def problem_messages(problem: str) -> list[dict]:
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": problem}]
+
+
+def solution_prompt(model: Model, problem: str) -> str:
+    """The policy prompt: system, problem, then the model's generation prompt."""
+    return model.render_chat(problem_messages(problem), add_generation_prompt=True)
+
+
+def question_suffix(model: Model, problem: str, question: str) -> str:
+    """What follows a partial solution to ask ``question`` as a new user turn."""
+    chat = problem_messages(problem) + [
+        {"role": "assistant", "content": _SLOT},
+        {"role": "user", "content": question},
+    ]
+    rendered = model.render_chat(chat, add_generation_prompt=True)
+    head, sep, tail = rendered.partition(_SLOT)
+    if not sep:
+        raise SpecsError(f"chat template of {model.name} drops the assistant turn; cannot ask a verifier question")
+    return tail
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a reward model sees a solution.
+
+    ``step`` renders an accepted or candidate step; ``query`` is appended after
+    a candidate to ask for its reward and removed afterwards; ``label`` is
+    appended after a step once it is accepted (e.g. RLHFlow's "+")."""
+
+    step: str = "{step}"
+    query: str = ""
+    label: str = ""
+
+
+@dataclass
+class RewardStats:
+    calls: int = 0
+    candidates: int = 0
+    seconds: float = 0.0
+    query_tokens: int = 0  # verifier/PRM question tokens evaluated
+    checked: int = 0  # candidates decided by the calculator
+
+
+class PromptedReward:
+    """A reward read from a model's next-token logits after a prompt.
+
+    reward = softmax(logit[good], logit[bad])[0] at the end of the query.
+    Covers the verifier prompt (Yes/No), self-verification (the verifier on
+    the target's own sequences) and token-logit PRMs (Math-Shepherd's " ки"
+    tag with +/-, RLHFlow's +/- assistant turn)."""
+
+    def __init__(self, model: Model, *, good: str, bad: str, layout: Layout, prefix: str | None = None,
+                 question: str | None = None, name: str = "verifier", self_verify: bool = False):
+        self.model = model
+        self.layout = layout
+        self.question = question  # asked as a new user turn after the solution (chat models)
+        self.prefix_template = prefix  # None: the model's own solution prompt
+        self.name = name
+        self.self_verify = self_verify
+        self.good = self._single_token(good)
+        self.bad = self._single_token(bad)
+        self.stats = RewardStats()
+        self._problem: str | None = None
+        self._cache: OrderedDict[tuple[str, ...], Sequence] = OrderedDict()  # least recently used first
+
+    @property
+    def wants_contexts(self) -> bool:
+        """True when the search should pass the target's candidate sequences."""
+        return self.self_verify
+
+    def _single_token(self, text: str) -> int:
+        tokens = self.model.tokenize(text, parse_special=True)
+        if not tokens:
+            raise SpecsError(f"reward token {text!r} is empty in {self.model.name}")
+        return tokens[0]
+
+    # -- the interface ------------------------------------------------------
+
+    def score(self, problem: str, steps: list[str], candidates: list[str],
+              contexts: list[Sequence] | None = None) -> np.ndarray:
+        t0 = time.perf_counter()
+        if problem != self._problem:
+            self.reset()
+            self._problem = problem
+        # Contexts from another model (a draft's candidates) cannot be reused here.
+        if self.self_verify and contexts and all(self.model.owns(s) for s in contexts):
+            rewards = self._score_in_contexts(problem, contexts)
+        else:
+            rewards = self._score_cached(problem, steps, candidates)
+        self.stats.calls += 1
+        self.stats.candidates += len(candidates)
+        self.stats.seconds += time.perf_counter() - t0
+        return rewards
+
+    def reset(self) -> None:
+        """Forget the cached prefixes (a new problem)."""
+        self.model.release_all(self._cache.values())
+        self._cache.clear()
+        self._problem = None
+
+    # -- scoring ------------------------------------------------------------
+
+    def _query_tokens(self, problem: str) -> list[int]:
+        if self.question is not None:
+            query = question_suffix(self.model, problem, self.question)
+        else:
+            query = self.layout.query.format(problem=problem)
+        return self.model.tokenize(query, parse_special=True) if query else []
+
+    def _read(self, seqs: list[Sequence]) -> np.ndarray:
+        return np.array([softmax([s.logits[self.good], s.logits[self.bad]])[0] for s in seqs])
+
+    def _score_in_contexts(self, problem: str, contexts: list[Sequence]) -> np.ndarray:
+        """Self-verification: ask the question inside the policy's own
+        sequences, then cut it off again; their KV cache is reused as is."""
+        model = self.model
+        model.flush(contexts)  # so that each candidate's own logits survive the question
+        saved = [(len(s.tokens), s.logits) for s in contexts]
+        query = self._query_tokens(problem)
+        if query:
+            model.extend([(s, query) for s in contexts], kind="prompt")
+            self.stats.query_tokens += len(query) * len(contexts)
+        rewards = self._read(contexts)
+        for s, (length, logits) in zip(contexts, saved):
+            model.truncate(s, length, logits)
+        return rewards
+
+    def _head(self, problem: str, steps: list[str]) -> Sequence:
+        """The cached sequence for ``steps``, built from the longest cached prefix."""
+        key = tuple(steps)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        k = max((len(p) for p in self._cache if key[: len(p)] == p), default=None)
+        if k is None:
+            text = (self.prefix_template or "{prompt}").format(
+                prompt=solution_prompt(self.model, problem), problem=problem
+            )
+            seq = self.model.new_sequence(self.model.tokenize(text, add_special=True))
+            self._cache[()] = seq
+            k = 0
+            if not key:
+                return seq
+        base = self._cache[key[:k]]
+        [seq] = self.model.fork(base, 1)
+        rest = "".join(self._accepted_text(s) for s in key[k:])
+        self.model.extend([(seq, self.model.tokenize(rest, parse_special=True))], kind="prompt")
+        self._cache[key] = seq
+        return seq
+
+    def _accepted_text(self, step: str) -> str:
+        return self.layout.step.format(step=step) + self.layout.label
+
+    def _score_cached(self, problem: str, steps: list[str], candidates: list[str]) -> np.ndarray:
+        model = self.model
+        head = self._head(problem, steps)
+        self._make_room(len(candidates), keep=head)
+        query = self._query_tokens(problem)
+        bodies = [model.tokenize(self.layout.step.format(step=c), parse_special=True) for c in candidates]
+        forks = model.fork(head, len(candidates))
+        model.extend([(s, b) for s, b in zip(forks, bodies)], kind="scored")
+        ends = [(len(s.tokens), s.logits) for s in forks]
+        if query:
+            model.extend([(s, query) for s in forks], kind="prompt")
+            self.stats.query_tokens += len(query) * len(forks)
+        rewards = self._read(forks)
+        # Keep each candidate's KV (without the query) as the prefix of the next step.
+        for s, c, (length, logits) in zip(forks, candidates, ends):
+            model.truncate(s, length, logits)
+            key = tuple(steps) + (c,)
+            if key in self._cache:
+                model.release(s)
+                continue
+            if self.layout.label:
+                model.append_lazily(s, model.tokenize(self.layout.label, parse_special=True))
+            self._cache[key] = s
+        return rewards
+
+    def _make_room(self, n: int, keep: Sequence) -> None:
+        """Free sequences for n forks by dropping the least recently used
+        cached prefixes (never the one being extended)."""
+        for key in list(self._cache):
+            if self.model.free_sequences >= n:
+                return
+            if self._cache[key] is not keep:
+                self.model.release(self._cache.pop(key))
+
+
+class ValueHeadReward(PromptedReward):
+    """A PRM with a value head on the backbone's last hidden state.
+
+    Skywork-o1-Open-PRM: a scalar head, sigmoid, at the step end.
+    Qwen2.5-Math-PRM: a 2-class head (Linear-ReLU-Linear) at ``<extra_0>``,
+    reward = softmax(...)[1]. The head runs in numpy."""
+
+    def __init__(self, model: Model, head: "ValueHead", *, layout: Layout, name: str = "value-prm", **kw):
+        self.head = head
+        super().__init__(model, good=" ", bad=" ", layout=layout, name=name, **kw)
+
+    def _read(self, seqs: list[Sequence]) -> np.ndarray:
+        if any(s.hidden is None for s in seqs):
+            raise SpecsError(f"{self.model.name}: load the PRM backbone with embeddings=True")
+        return np.array([self.head(s.hidden) for s in seqs])
+
+
+@dataclass
+class ValueHead:
+    """Layers as (weight, bias) pairs applied with ReLU between them."""
+
+    layers: list[tuple[np.ndarray, np.ndarray | None]]
+    kind: str = "sigmoid"  # "sigmoid": one output; "softmax": class 1 of two
+
+    def __call__(self, hidden: np.ndarray) -> float:
+        x = np.asarray(hidden, dtype=np.float64)
+        for i, (w, b) in enumerate(self.layers):
+            x = w @ x + (b if b is not None else 0.0)
+            if i < len(self.layers) - 1:
+                x = np.maximum(x, 0.0)
+        if self.kind == "sigmoid":
+            return float(1.0 / (1.0 + np.exp(-x.reshape(-1)[0])))
+        return float(softmax(x)[1])
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ValueHead":
+        """From a .npz written by scripts/convert_value_head.py (w0, b0, w1, b1, ..., kind)."""
+        path = Path(path)
+        if not path.exists():
+            raise SpecsError(f"value head not found: {path} (convert one with scripts/convert_value_head.py)")
+        data = np.load(path, allow_pickle=False)
+        layers = []
+        i = 0
+        while f"w{i}" in data:
+            layers.append((data[f"w{i}"], data[f"b{i}"] if f"b{i}" in data else None))
+            i += 1
+        if not layers:
+            raise SpecsError(f"{path} holds no value-head layers (w0, b0, ...)")
+        kind = str(data["kind"]) if "kind" in data else "sigmoid"
+        return cls(layers, kind)
+
+
+class CalculatorReward:
+    """Calculator-checked steps first; the model reward only where nothing is checkable.
+
+    A step with a false arithmetic equality gets a low reward and one whose
+    equalities all hold a high one, without running any model; the rest are
+    scored by ``fallback`` (or get a neutral 0.5) in one batched call."""
+
+    def __init__(self, fallback=None):
+        self.fallback = fallback
+        self.name = "calculator" + (f"+{fallback.name}" if fallback is not None else "")
+        self.stats = RewardStats()
+        self.model = getattr(fallback, "model", None)
+
+    def score(self, problem: str, steps: list[str], candidates: list[str],
+              contexts: list[Sequence] | None = None) -> np.ndarray:
+        t0 = time.perf_counter()
+        verdicts = [check_step(c) for c in candidates]
+        rewards = np.array([0.5 if v is None else v for v in verdicts], dtype=float)
+        open_ = [i for i, v in enumerate(verdicts) if v is None]
+        if open_ and self.fallback is not None:
+            sub_contexts = [contexts[i] for i in open_] if contexts is not None else None
+            rewards[open_] = self.fallback.score(problem, steps, [candidates[i] for i in open_], sub_contexts)
+        self.stats.calls += 1
+        self.stats.candidates += len(candidates)
+        self.stats.checked += len(candidates) - len(open_)
+        self.stats.seconds += time.perf_counter() - t0
+        return rewards
+
+    @property
+    def wants_contexts(self) -> bool:
+        return bool(getattr(self.fallback, "wants_contexts", False))
+
+    def reset(self) -> None:
+        if self.fallback is not None:
+            self.fallback.reset()
+
+
+# -- constructors for the kinds the CLI names ---------------------------------
+
+REWARD_KINDS = ("verifier", "self", "token-prm", "value-prm", "calculator", "calculator+self", "calculator+verifier")
+
+
+def make_verifier(model: Model, *, self_verify: bool) -> PromptedReward:
+    return PromptedReward(model, good="Yes", bad="No", layout=Layout(), question=VERIFIER_QUESTION,
+                          name="self" if self_verify else "verifier", self_verify=self_verify)
+
+
+def make_token_prm(model: Model, *, good: str = "+", bad: str = "-", step_template: str = "{step} ки",
+                   label: str = "\n", prefix: str = "{problem} ") -> PromptedReward:
+    return PromptedReward(model, good=good, bad=bad, layout=Layout(step=step_template, label=label),
+                          prefix=prefix, name="token-prm")
+
+
+def make_reward(kind: str, *, target: Model, reward_model: Model | None = None,
+                value_head: str | Path | None = None):
+    """Build a reward of ``kind`` on the given models (reward_model defaults to the target)."""
+    model = reward_model or target
+    base = kind.split("+", 1)[-1] if kind.startswith("calculator+") else kind
+    if kind == "calculator":
+        return CalculatorReward()
+    if base == "self":
+        inner = make_verifier(target, self_verify=True)
+    elif base == "verifier":
+        inner = make_verifier(model, self_verify=False)
+    elif base == "token-prm":
+        inner = make_token_prm(model)
+    elif base == "value-prm":
+        if value_head is None:
+            raise SpecsError("--reward-kind value-prm needs a value head (.npz) beside the PRM; see scripts/convert_value_head.py")
+        inner = ValueHeadReward(model, ValueHead.load(value_head), layout=Layout(step="{step}"), prefix="{problem}\n")
+    else:
+        raise SpecsError(f"unknown reward kind {kind!r}; choose one of {', '.join(REWARD_KINDS)}")
+    return CalculatorReward(inner) if kind.startswith("calculator+") else inner

@@ -1,0 +1,235 @@
+"""What every search strategy shares: its configuration, the step and result
+records, the models it runs on, and the few engine moves they all make.
+
+A strategy is a generator function ``strategy(problem, models, config)`` that
+yields each ``Step`` as soon as it is final and returns a ``SearchResult``.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import Generator, Iterator
+
+import numpy as np
+
+from ..answers import extract_boxed
+from ..engine import Generation, Model, Sequence
+from ..errors import ContextFullError, SpecsError
+from ..rewards import solution_prompt
+from ..sampling import SamplerParams
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    n: int = 4  # candidates per step (beam: in total)
+    beam_width: int = 2  # beam search: candidates per kept prefix
+    temperature: float = 0.7  # generation and selection temperature
+    top_p: float = 1.0
+    beta: float = 10.0  # weight of the reward in the SPECS score
+    tau_reject: float = 7.0  # drafts scoring at or below are dropped
+    tau_switch: float = 0.7  # a target step rewarded above this hands back to the draft
+    rsd_delta: float = 0.7  # RSD: a draft step is kept when its reward reaches this
+    max_steps: int = 32
+    max_step_tokens: int = 256
+    final_step_tokens: int = 1024  # the last allowed step generates to the end of the turn
+    seed: int = 0
+
+    def with_(self, **changes) -> "SearchConfig":
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+@dataclass
+class Models:
+    target: Model
+    reward: object  # a reward model (see rewards.py)
+    draft: Model | None = None
+
+    def distinct(self) -> dict[str, Model]:
+        """Each loaded model once, by role (the reward's model may be the target)."""
+        roles = {"target": self.target}
+        if self.draft is not None:
+            roles["draft"] = self.draft
+        reward_model = getattr(self.reward, "model", None)
+        if reward_model is not None and all(reward_model is not m for m in roles.values()):
+            roles["reward"] = reward_model
+        return roles
+
+    def require_draft(self) -> Model:
+        if self.draft is None:
+            raise SpecsError("this method needs a draft model (--draft)")
+        if self.draft.vocab_fingerprint != self.target.vocab_fingerprint:
+            raise SpecsError(
+                f"draft {self.draft.name} and target {self.target.name} have different vocabularies "
+                "(tokenizer fingerprints differ); pick a draft from the target's model family"
+            )
+        return self.draft
+
+
+@dataclass
+class Step:
+    text: str
+    source: str  # "draft" | "target"
+    reward: float | None = None
+    draft_logprob: float | None = None  # mean per token, untempered
+    target_logprob: float | None = None
+    score: float | None = None  # SPECS: target - draft log-ratio + beta * reward
+    accepted: bool = False  # a draft step that passed verification
+    deferred: bool = False  # the draft's candidates were rejected and the target wrote this step
+    candidates: int = 1
+    tokens: int = 0  # tokens in this step
+    ends_turn: bool = False
+
+
+@dataclass
+class SearchResult:
+    method: str
+    text: str
+    answer: str | None
+    steps: list[Step]
+    stats: dict
+    stop_reason: str  # "eos" | "max_steps" | "context_full" | "interrupted"
+    extra: dict = field(default_factory=dict)  # strategy-specific (e.g. votes)
+
+    def to_dict(self) -> dict:
+        return {
+            "method": self.method,
+            "answer": self.answer,
+            "text": self.text,
+            "stop_reason": self.stop_reason,
+            "steps": [asdict(s) for s in self.steps],
+            "stats": self.stats,
+            **({"extra": self.extra} if self.extra else {}),
+        }
+
+
+SearchGenerator = Generator[Step, None, SearchResult]
+
+
+def sampler(config: SearchConfig, temperature: float | None = None) -> SamplerParams:
+    t = config.temperature if temperature is None else temperature
+    return SamplerParams(temperature=t, top_p=config.top_p)
+
+
+def start(model: Model, problem: str) -> Sequence:
+    """A sequence holding the problem's chat prompt, evaluated once."""
+    text = solution_prompt(model, problem)
+    tokens = model.tokenize(text, add_special=True, parse_special=True)
+    if len(tokens) >= model.n_ctx:
+        raise ContextFullError(f"the prompt has {len(tokens)} tokens; the context holds {model.n_ctx} (raise --ctx)")
+    return model.new_sequence(tokens)
+
+
+def step_budget(model: Model, head: Sequence, n: int, config: SearchConfig, last: bool) -> int:
+    """Tokens each of n candidates may generate; ContextFullError if not even a short step fits."""
+    wanted = config.final_step_tokens if last else config.max_step_tokens
+    room = (model.n_ctx - head.length) // max(n, 1) - 64  # 64: room for a verifier question
+    if room < min(wanted, 16):
+        raise ContextFullError(f"{model.name}: the context ({model.n_ctx} tokens) is full after {head.length}")
+    return min(wanted, room)
+
+
+def propose(model: Model, head: Sequence, n: int, config: SearchConfig, rng: np.random.Generator,
+            last: bool, temperature: float | None = None) -> tuple[list[Sequence], list[Generation]]:
+    """n candidate steps from one prefix, generated in one batch."""
+    return propose_many(model, [head], [n], config, rng, last, temperature)
+
+
+def propose_many(model: Model, heads: list[Sequence], counts: list[int], config: SearchConfig,
+                 rng: np.random.Generator, last: bool, temperature: float | None = None,
+                 ) -> tuple[list[Sequence], list[Generation]]:
+    """counts[i] candidate steps from each of several prefixes, all in one batch per decode."""
+    total = sum(counts)
+    budget = min(step_budget(model, h, total, config, last) for h in heads)
+    kids: list[Sequence] = []
+    try:
+        for head, count in zip(heads, counts):
+            kids += model.fork(head, count)
+        gens = model.generate(kids, sampler(config, temperature), rng, max_tokens=budget, stop_at_delimiter=not last)
+    except BaseException:
+        model.release_all(kids)
+        raise
+    return kids, gens
+
+
+def adopt(model: Model, old_head: Sequence, kids: list[Sequence], chosen: int) -> Sequence:
+    """Keep the chosen child as the new head; free the old head and the rest."""
+    model.release(old_head)
+    model.release_all(kids, keep=kids[chosen])
+    return kids[chosen]
+
+
+def texts(steps: list[Step]) -> list[str]:
+    return [s.text for s in steps]
+
+
+def run(strategy: SearchGenerator) -> SearchResult:
+    """Drain a strategy's steps and return its result."""
+    while True:
+        try:
+            next(strategy)
+        except StopIteration as done:
+            return done.value
+
+
+class Tracker:
+    """Times a search and gathers its stats from the models it used."""
+
+    def __init__(self, method: str, models: Models, config: SearchConfig):
+        self.method = method
+        self.models = models
+        self.config = config
+        self.t0 = time.perf_counter()
+        for m in models.distinct().values():
+            m.reset_usage()
+        reward_stats = getattr(models.reward, "stats", None)
+        self._reward_before = asdict(reward_stats) if reward_stats is not None else None
+
+    def result(self, steps: list[Step], stop_reason: str, text: str | None = None, extra: dict | None = None,
+               answer: str | None = None) -> SearchResult:
+        text = "".join(s.text for s in steps) if text is None else text
+        return SearchResult(
+            method=self.method,
+            text=text,
+            answer=answer if answer is not None else extract_boxed(text),
+            steps=steps,
+            stats=self.stats(steps),
+            stop_reason=stop_reason,
+            extra=extra or {},
+        )
+
+    def stats(self, steps: list[Step]) -> dict:
+        per_model = {}
+        for role, m in self.models.distinct().items():
+            u = m.usage
+            per_model[role] = {
+                "file": m.name,
+                "prompt": u.prompt,
+                "generated": u.generated,
+                "scored": u.scored,
+                "evaluated": m.evaluated_tokens(),
+                "decode_seconds": round(u.decode_seconds, 4),
+                "decode_calls": u.decode_calls,
+                "generation_seconds": round(u.generation_seconds, 4),
+                "generation_calls": u.generation_calls,
+                "mean_generation_batch": round(u.generation_rows / u.generation_calls, 3) if u.generation_calls else 0.0,
+            }
+        drafted = [s for s in steps if s.source == "draft"]
+        draft_attempts = len(drafted) + sum(1 for s in steps if s.deferred)
+        stats = {
+            "wall_seconds": round(time.perf_counter() - self.t0, 4),
+            "n": self.config.n,
+            "steps": len(steps),
+            "step_tokens": sum(s.tokens for s in steps),
+            "steps_draft": len(drafted),
+            "steps_target": len(steps) - len(drafted),
+            "deferrals": sum(1 for s in steps if s.deferred),
+            "acceptance_rate": round(len(drafted) / draft_attempts, 4) if draft_attempts else None,
+            "models": per_model,
+        }
+        reward_stats = getattr(self.models.reward, "stats", None)
+        if reward_stats is not None and self._reward_before is not None:
+            now = asdict(reward_stats)
+            stats["reward"] = {"name": getattr(self.models.reward, "name", "reward"),
+                               **{k: round(now[k] - self._reward_before[k], 4) for k in now}}
+        return stats
+

@@ -1,0 +1,158 @@
+"""SPECS: speculative drafts for test-time scaling (arXiv 2506.15733).
+
+Per step, in DRAFT mode the draft proposes n steps in one batch, the target
+scores them in one prefill over the shared prefix, and the reward model judges
+them. Soft verification keeps candidates whose score
+
+    score = mean target log-prob - mean draft log-prob + beta * reward
+
+is above ``tau_reject`` and samples one with probability softmax(score / T).
+When none survives the step is deferred to the target (TARGET mode), which
+samples n steps and keeps the best by reward; once that reward is above
+``tau_switch`` the next step goes back to the draft.
+
+No token is evaluated twice: the chosen draft step is already in the target's
+KV cache (it was scored there), and target steps reach the draft lazily, only
+when it drafts again.
+"""
+from __future__ import annotations
+
+from enum import Enum
+
+import numpy as np
+
+from ..engine import Sequence
+from ..errors import ContextFullError
+from ..sampling import softmax
+from .common import Models, SearchConfig, SearchGenerator, Step, Tracker, adopt, propose, start, texts
+
+
+class Mode(Enum):
+    DRAFT = "draft"
+    TARGET = "target"
+
+
+def soft_scores(target_logprob, draft_logprob, rewards, beta: float) -> np.ndarray:
+    """SPECS' score: the target/draft log-ratio (per-token means) plus beta times the reward."""
+    return np.asarray(target_logprob, float) - np.asarray(draft_logprob, float) + beta * np.asarray(rewards, float)
+
+
+def select_candidate(candidate_texts: list[str], scores, tau_reject: float, temperature: float,
+                     rng: np.random.Generator) -> int | None:
+    """Soft verification: drop scores <= tau_reject, merge duplicate texts, and
+    sample one survivor with probability softmax(score / T); None if none survives.
+
+    Duplicates are merged into their first occurrence with their count as a
+    weight, so the choice is distributed exactly as sampling over all
+    candidates would be: the importance weights stay correct."""
+    scores = np.asarray(scores, dtype=float)
+    first: dict[str, int] = {}
+    counts: dict[int, int] = {}
+    for i, (text, score) in enumerate(zip(candidate_texts, scores)):
+        if not score > tau_reject:
+            continue
+        keep = first.setdefault(text, i)
+        counts[keep] = counts.get(keep, 0) + 1
+    if not counts:
+        return None
+    survivors = list(counts)
+    if temperature <= 0:
+        return survivors[int(np.argmax(scores[survivors]))]
+    logits = scores[survivors] / temperature + np.log([counts[i] for i in survivors])
+    return survivors[int(rng.choice(len(survivors), p=softmax(logits)))]
+
+
+def next_mode(draft_accepted: bool, target_reward: float | None, tau_switch: float) -> Mode:
+    """Reward-based deferral: an accepted draft keeps the draft in charge; after
+    a target step (deferred or not) the draft takes over again only once the
+    target's step earned a reward above tau_switch."""
+    if draft_accepted:
+        return Mode.DRAFT
+    return Mode.DRAFT if target_reward is not None and target_reward > tau_switch else Mode.TARGET
+
+
+def specs(problem: str, models: Models, config: SearchConfig) -> SearchGenerator:
+    target, reward = models.target, models.reward
+    draft = models.require_draft()
+    tracker = Tracker("specs", models, config)
+    rng = np.random.default_rng(config.seed)
+    steps: list[Step] = []
+    stop_reason = "max_steps"
+    head_t: Sequence | None = None
+    head_d: Sequence | None = None
+    mode = Mode.TARGET
+    try:
+        head_t = start(target, problem)
+        head_d = start(draft, problem)
+        for index in range(config.max_steps):
+            last = index == config.max_steps - 1
+            step = None
+            if mode is Mode.DRAFT:
+                step, head_t, head_d = _draft_step(problem, models, config, rng, steps, head_t, head_d, last)
+            accepted = step is not None
+            if not accepted:  # TARGET mode, or a deferred draft step
+                step, head_t, head_d = _target_step(problem, models, config, rng, steps, head_t, head_d, last,
+                                                    deferred=mode is Mode.DRAFT)
+            mode = next_mode(accepted, None if accepted else step.reward, config.tau_switch)
+            steps.append(step)
+            yield step
+            if step.ends_turn:
+                stop_reason = "eos"
+                break
+    except ContextFullError:
+        stop_reason = "context_full"
+    finally:
+        for model, head in ((target, head_t), (draft, head_d)):
+            if head is not None:
+                model.release(head)
+        reward.reset()
+    return tracker.result(steps, stop_reason)
+
+
+def _draft_step(problem, models: Models, config, rng, steps, head_t, head_d, last):
+    """One draft-mode step: (Step, new target head, new draft head), or Step None if rejected."""
+    target, draft, reward = models.target, models.draft, models.reward
+    kids_d, gens = propose(draft, head_d, config.n, config, rng, last)
+    kids_t: list[Sequence] = []
+    try:
+        kids_t, target_lp = target.score(head_t, [g.tokens for g in gens])
+        target_means = [float(np.mean(lp)) for lp in target_lp]
+        draft_means = [g.mean_logprob for g in gens]
+        candidate_texts = [g.text for g in gens]
+        rewards = reward.score(problem, texts(steps), candidate_texts, contexts=kids_t)
+        scores = soft_scores(target_means, draft_means, rewards, config.beta)
+        chosen = select_candidate(candidate_texts, scores, config.tau_reject, config.temperature, rng)
+    except BaseException:
+        target.release_all(kids_t)
+        draft.release_all(kids_d)
+        raise
+    if chosen is None:
+        target.release_all(kids_t)
+        draft.release_all(kids_d)
+        return None, head_t, head_d
+    g = gens[chosen]
+    step = Step(
+        text=g.text, source="draft", reward=float(rewards[chosen]), draft_logprob=draft_means[chosen],
+        target_logprob=target_means[chosen], score=float(scores[chosen]), accepted=True,
+        candidates=len(gens), tokens=len(g.tokens), ends_turn=g.finish == "eog",
+    )
+    return step, adopt(target, head_t, kids_t, chosen), adopt(draft, head_d, kids_d, chosen)
+
+
+def _target_step(problem, models: Models, config, rng, steps, head_t, head_d, last, deferred: bool):
+    """One target-mode step: n target samples, the best by reward wins."""
+    target, draft, reward = models.target, models.draft, models.reward
+    kids_t, gens = propose(target, head_t, config.n, config, rng, last)
+    try:
+        rewards = reward.score(problem, texts(steps), [g.text for g in gens], contexts=kids_t)
+    except BaseException:
+        target.release_all(kids_t)
+        raise
+    chosen = int(np.argmax(rewards))
+    g = gens[chosen]
+    draft.append_lazily(head_d, g.tokens, kind="prompt")  # evaluated only if the draft drafts again
+    step = Step(
+        text=g.text, source="target", reward=float(rewards[chosen]), target_logprob=g.mean_logprob,
+        deferred=deferred, candidates=len(gens), tokens=len(g.tokens), ends_turn=g.finish == "eog",
+    )
+    return step, adopt(target, head_t, kids_t, chosen), head_d

@@ -1,0 +1,116 @@
+"""The Python API: load a preset's models once, then solve problems with any method.
+
+    from specs_local import Solver
+    solver = Solver.from_preset("small")
+    result = solver.solve("What is 12 times 7?")
+    print(result.answer)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from .engine import Model, ModelConfig
+from .errors import SpecsError
+from .rewards import make_reward
+from .search import Models, SearchConfig, SearchResult, Step, run, strategy
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    n_gpu_layers: int = 0
+    threads: int | None = None
+    ctx: int = 8192
+    flash_attn: bool | None = None
+    main_gpu: int = 0
+
+    def model_config(self, n_seq_max: int, embeddings: bool = False) -> ModelConfig:
+        return ModelConfig(n_ctx=self.ctx, n_seq_max=n_seq_max, n_gpu_layers=self.n_gpu_layers,
+                           n_threads=self.threads, flash_attn=self.flash_attn, main_gpu=self.main_gpu,
+                           embeddings=embeddings)
+
+
+def sequences_needed(config: SearchConfig) -> int:
+    """Parallel sequences a model needs: heads, n candidates, and a reward cache of n more."""
+    return max(8, 2 * config.n + 4)
+
+
+@dataclass
+class Solver:
+    models: Models
+    config: SearchConfig = field(default_factory=SearchConfig)
+    method: str = "specs"
+
+    @classmethod
+    def from_paths(cls, target: str | Path, draft: str | Path | None = None, *, reward: str | Path | None = None,
+                   reward_kind: str = "calculator+self", value_head: str | Path | None = None,
+                   config: SearchConfig = SearchConfig(), method: str = "specs",
+                   engine: EngineOptions = EngineOptions()) -> "Solver":
+        """Load the models from GGUF files (the reward model defaults to the target)."""
+        strategy(method)  # fail on an unknown method before loading anything
+        n_seq = sequences_needed(config)
+        target_model = Model(target, engine.model_config(n_seq))
+        draft_model = Model(draft, engine.model_config(n_seq)) if draft else None
+        reward_model = None
+        if reward and Path(reward) != Path(target):
+            reward_model = Model(reward, engine.model_config(n_seq, embeddings=reward_kind.endswith("value-prm")))
+        reward_obj = make_reward(reward_kind, target=target_model, reward_model=reward_model, value_head=value_head)
+        return cls(Models(target=target_model, reward=reward_obj, draft=draft_model), config, method)
+
+    @classmethod
+    def from_preset(cls, preset: str = "small", *, method: str = "specs", config: SearchConfig | None = None,
+                    engine: EngineOptions = EngineOptions(), progress: bool = False, **overrides) -> "Solver":
+        """Resolve a preset's files (cache, installed bundles, or the hub) and load them."""
+        from .presets import load_preset, resolve
+
+        manifest = load_preset(preset)
+        paths = {role: resolve(overrides.get(role) or role, role=role, preset=preset, progress=progress)
+                 for role in ("draft", "target")}
+        reward_kind = overrides.get("reward_kind") or manifest.reward_kind
+        reward_path = None
+        if overrides.get("reward"):
+            reward_path = resolve(overrides["reward"], role="reward", preset=preset, progress=progress)
+        elif manifest.has_role("reward"):
+            reward_path = resolve("reward", role="reward", preset=preset, progress=progress)
+        config = (config or SearchConfig()).with_(**manifest.search_defaults)
+        return cls.from_paths(paths["target"], paths["draft"], reward=reward_path, reward_kind=reward_kind,
+                              config=config, method=method, engine=engine)
+
+    def stream(self, problem: str, *, method: str | None = None, **changes) -> Iterator[Step]:
+        """Yield steps as they are chosen; the generator returns the SearchResult."""
+        if not problem or not problem.strip():
+            raise SpecsError("the problem is empty")
+        config = self.config.with_(**changes)
+        search = strategy(method or self.method)(problem, self.models, config)
+        try:
+            result = yield from search
+        finally:
+            self._release_everything()
+        return result
+
+    def solve(self, problem: str, *, method: str | None = None, on_step: Callable[[Step], None] | None = None,
+              **changes) -> SearchResult:
+        """Solve one problem; ``on_step`` sees each step as soon as it is chosen."""
+        steps = self.stream(problem, method=method, **changes)
+        while True:
+            try:
+                step = next(steps)
+            except StopIteration as done:
+                return done.value
+            if on_step is not None:
+                on_step(step)
+
+    def _release_everything(self) -> None:
+        # A search that stopped half-way (Ctrl-C, an error) may leave sequences
+        # behind; the models stay loaded for the next problem, so free them all.
+        self.models.reward.reset()
+        for model in self.models.distinct().values():
+            model.release_all(model.live_sequences)
+
+    def close(self) -> None:
+        for model in self.models.distinct().values():
+            model.close()
+
+
+__all__ = ["Solver", "EngineOptions", "run"]

@@ -1,0 +1,122 @@
+"""Every strategy end to end on tiny GGUF models: real llama.cpp, real rewards."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from specs_local.errors import SpecsError
+from specs_local.search import STRATEGIES, SearchConfig
+from specs_local.solver import EngineOptions, Solver
+
+PROBLEM = "What is 12 times 7?"
+CONFIG = SearchConfig(n=3, beam_width=1, max_steps=4, max_step_tokens=12, final_step_tokens=16, seed=5)
+ENGINE = EngineOptions(threads=2, ctx=2048)
+
+
+@pytest.fixture(scope="module")
+def solver(tiny_models):
+    s = Solver.from_paths(tiny_models["target"], tiny_models["draft"], reward_kind="calculator+self",
+                          config=CONFIG, engine=ENGINE)
+    yield s
+    s.close()
+
+
+def assert_accounting(result, solver):
+    """Per model: llama.cpp's evaluated tokens = prompted + generated + scored."""
+    for role, m in result.stats["models"].items():
+        assert m["evaluated"] == m["prompt"] + m["generated"] + m["scored"], (role, m)
+    for model in solver.models.distinct().values():
+        assert model.live_sequences == []  # nothing left behind in the KV caches
+
+
+@pytest.mark.parametrize("method", sorted(STRATEGIES))
+def test_each_strategy_runs_and_its_stats_add_up(solver, method):
+    result = solver.solve(PROBLEM, method=method)
+    assert result.method == method
+    assert result.steps and result.text == "".join(s.text for s in result.steps)
+    assert result.stop_reason in {"eos", "max_steps", "context_full"}
+    assert result.stats["steps"] == len(result.steps)
+    assert result.stats["step_tokens"] == sum(s.tokens for s in result.steps)
+    assert_accounting(result, solver)
+    d = result.to_dict()
+    assert set(d) >= {"answer", "text", "steps", "stats", "method", "stop_reason"}
+
+
+def test_greedy_evaluates_exactly_the_minimum(solver):
+    result = solver.solve(PROBLEM, method="greedy-target")
+    target = result.stats["models"]["target"]
+    prompt = len(solver.models.target.tokenize(
+        solver.models.target.render_chat([{"role": "system", "content": SYSTEM}, {"role": "user", "content": PROBLEM}]),
+        add_special=True))
+    # prompt once; each generated token once, except the very last, which is never fed back
+    assert target["evaluated"] == prompt + result.stats["step_tokens"] - 1
+    assert target["scored"] == 0
+
+
+SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
+
+
+def test_same_seed_same_result(solver):
+    a = solver.solve(PROBLEM, method="specs", seed=11).to_dict()
+    b = solver.solve(PROBLEM, method="specs", seed=11).to_dict()
+    assert [s["text"] for s in a["steps"]] == [s["text"] for s in b["steps"]]
+    assert [s["source"] for s in a["steps"]] == [s["source"] for s in b["steps"]]
+    assert a["answer"] == b["answer"]
+
+
+def test_specs_draft_scores_are_recorded_and_consistent(solver):
+    result = solver.solve(PROBLEM, method="specs", tau_reject=-math.inf, tau_switch=-1.0, max_steps=4)
+    sources = [s.source for s in result.steps]
+    assert sources[0] == "target"  # SPECS starts in target mode
+    assert all(src == "draft" for src in sources[1:])  # every draft passes at tau_reject = -inf
+    for s in result.steps[1:]:
+        assert s.accepted and not s.deferred
+        assert s.score == pytest.approx(s.target_logprob - s.draft_logprob + CONFIG.beta * s.reward)
+    if len(result.steps) > 1:
+        assert result.stats["acceptance_rate"] == 1.0
+        assert result.stats["models"]["target"]["scored"] > 0
+
+
+def test_specs_defers_every_step_when_no_draft_can_pass(solver):
+    result = solver.solve(PROBLEM, method="specs", tau_reject=math.inf, tau_switch=-1.0, max_steps=4)
+    assert [s.source for s in result.steps] == ["target"] * len(result.steps)
+    assert all(s.deferred for s in result.steps[1:])
+    assert not result.steps[0].deferred
+    if len(result.steps) > 1:
+        assert result.stats["deferrals"] == len(result.steps) - 1
+        assert result.stats["acceptance_rate"] == 0.0
+
+
+def test_a_draft_with_another_vocabulary_is_refused(tiny_models):
+    s = Solver.from_paths(tiny_models["target"], tiny_models["other"], reward_kind="calculator",
+                          config=CONFIG, engine=ENGINE)
+    try:
+        with pytest.raises(SpecsError, match="different vocabularies"):
+            s.solve(PROBLEM, method="specs")
+    finally:
+        s.close()
+
+
+def test_a_full_context_stops_cleanly(tiny_models):
+    s = Solver.from_paths(tiny_models["target"], tiny_models["draft"], reward_kind="calculator+self",
+                          config=SearchConfig(n=4, max_steps=50, max_step_tokens=60, seed=1),
+                          engine=EngineOptions(threads=2, ctx=300))
+    try:
+        result = s.solve(PROBLEM, method="specs", tau_reject=-math.inf)
+    finally:
+        s.close()
+    assert result.stop_reason in ("context_full", "eos")
+    assert result.stop_reason == "context_full" or result.steps[-1].ends_turn
+
+
+@pytest.mark.parametrize("kind", ["verifier", "self", "token-prm", "calculator"])
+def test_reward_kinds_give_probabilities(tiny_models, kind):
+    s = Solver.from_paths(tiny_models["target"], tiny_models["draft"], reward=tiny_models["draft"],
+                          reward_kind=kind, config=CONFIG, engine=ENGINE)
+    try:
+        result = s.solve(PROBLEM, method="beam-target")
+    finally:
+        s.close()
+    assert all(0.0 <= step.reward <= 1.0 for step in result.steps)
+    assert_accounting(result, s)
