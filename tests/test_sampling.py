@@ -2,7 +2,7 @@ import time
 
 import numpy as np
 
-from specs_local.sampling import SamplerParams, logsumexp, sample_token, softmax, token_logprobs
+from specs_local.sampling import SamplerParams, inverse_cdf, logsumexp, sample_token, softmax, token_logprobs
 
 
 def test_logprob_is_untempered_log_softmax():
@@ -41,3 +41,12 @@ def test_token_logprobs_and_softmax():
     got = token_logprobs(rows, [2, 1])
     np.testing.assert_allclose(got, [3 - logsumexp(rows[0]), -np.log(3)], rtol=1e-6)
     np.testing.assert_allclose(softmax([0.0, np.log(3.0)]), [0.25, 0.75])
+
+
+def test_inverse_cdf_matches_a_plain_cumsum():
+    rng = np.random.default_rng(4)
+    weights = rng.random(5000).astype(np.float32) ** 8
+    cdf = np.cumsum(weights, dtype=np.float64)
+    for u in list(rng.random(300)) + [0.0, 0.999999]:
+        want = min(int(np.searchsorted(cdf, u * cdf[-1], side="right")), len(cdf) - 1)
+        assert inverse_cdf(weights, u, block=64) == want
