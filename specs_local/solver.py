@@ -59,23 +59,31 @@ class Solver:
         return cls(Models(target=target_model, reward=reward_obj, draft=draft_model), config, method)
 
     @classmethod
-    def from_preset(cls, preset: str = "small", *, method: str = "specs", config: SearchConfig | None = None,
-                    engine: EngineOptions = EngineOptions(), progress: bool = False, **overrides) -> "Solver":
-        """Resolve a preset's files (cache, installed bundles, or the hub) and load them."""
-        from .presets import load_preset, resolve
+    def from_preset(cls, preset: str = "small", *, method: str = "specs", search: dict | None = None,
+                    engine: EngineOptions = EngineOptions(), progress: bool = False, draft: str | None = None,
+                    target: str | None = None, reward: str | None = None, reward_kind: str | None = None,
+                    value_head: str | None = None) -> "Solver":
+        """Resolve a preset's files (cache, installed bundles, or the hub) and load them.
+
+        ``search`` holds SearchConfig fields; they win over the preset's defaults.
+        ``draft``/``target``/``reward`` replace a role's file (a path, a preset
+        role, or hf:REPO/FILE)."""
+        from .presets import load_preset, resolve, value_head_path
 
         manifest = load_preset(preset)
-        paths = {role: resolve(overrides.get(role) or role, role=role, preset=preset, progress=progress)
-                 for role in ("draft", "target")}
-        reward_kind = overrides.get("reward_kind") or manifest.reward_kind
+        paths = {role: resolve(spec or role, role=role, preset=preset, progress=progress)
+                 for role, spec in (("draft", draft), ("target", target))}
+        kind = reward_kind or manifest.reward_kind
         reward_path = None
-        if overrides.get("reward"):
-            reward_path = resolve(overrides["reward"], role="reward", preset=preset, progress=progress)
+        if reward:
+            reward_path = resolve(reward, role="reward", preset=preset, progress=progress)
         elif manifest.has_role("reward"):
             reward_path = resolve("reward", role="reward", preset=preset, progress=progress)
-        config = (config or SearchConfig()).with_(**manifest.search_defaults)
-        return cls.from_paths(paths["target"], paths["draft"], reward=reward_path, reward_kind=reward_kind,
-                              config=config, method=method, engine=engine)
+            if kind.endswith("value-prm") and value_head is None:
+                value_head = value_head_path(manifest.model("reward"))
+        config = SearchConfig().with_(**dict(manifest.search_defaults)).with_(**(search or {}))
+        return cls.from_paths(paths["target"], paths["draft"], reward=reward_path, reward_kind=kind,
+                              value_head=value_head, config=config, method=method, engine=engine)
 
     def stream(self, problem: str, *, method: str | None = None, **changes) -> Iterator[Step]:
         """Yield steps as they are chosen; the generator returns the SearchResult."""

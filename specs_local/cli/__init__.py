@@ -1,0 +1,168 @@
+"""The ``specs-local`` command.
+
+    specs-local solve "What is 12 times 7?"
+    specs-local batch problems.jsonl -o answers.jsonl
+    specs-local bench data.jsonl --methods specs,beam-target --limit 20
+    specs-local models list
+
+Every search and engine flag can also be set in a TOML config file
+(``--config``, ``$SPECS_LOCAL_CONFIG`` or ``~/.config/specs-local/config.toml``),
+with the flag's name as key: ``n = 8``, ``tau-reject = 6.0``, ``method = "beam"``.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from ..errors import SpecsError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python < 3.11
+    import tomli as tomllib
+
+METHODS = ["specs", "beam", "beam-target", "beam-draft", "best-of-n", "rsd", "greedy", "greedy-target", "greedy-draft"]
+REWARD_KINDS = ["verifier", "self", "token-prm", "value-prm", "calculator", "calculator+self", "calculator+verifier"]
+COMMANDS_WITH_SEARCH_FLAGS = ("solve", "batch", "bench", "eval-reward")
+
+
+def default_config_path() -> Path:
+    env = os.environ.get("SPECS_LOCAL_CONFIG")
+    return Path(env) if env else Path.home() / ".config" / "specs-local" / "config.toml"
+
+
+def read_config(path: Path, explicit: bool) -> dict:
+    """The config file as click default_map entries (flag names with - or _)."""
+    if not path.exists():
+        if explicit:
+            raise click.BadParameter(f"config file not found: {path}", param_hint="--config")
+        return {}
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise click.BadParameter(f"cannot read config {path}: {err}", param_hint="--config")
+    return {key.replace("-", "_"): value for key, value in data.items()}
+
+
+class OneLineErrors(click.Group):
+    """Turn project errors into ``Error: <one line>`` and exit 1, never a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except SpecsError as err:
+            raise click.ClickException(str(err).splitlines()[0] if str(err) else type(err).__name__)
+
+
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="TOML file whose keys set any flag (default: ~/.config/specs-local/config.toml).")
+@click.version_option(package_name="specs-local")
+@click.pass_context
+def main(ctx: click.Context, config_path: Path | None) -> None:
+    """Offline test-time scaling for reasoning with local GGUF models (SPECS on llama.cpp)."""
+    values = read_config(config_path or default_config_path(), explicit=config_path is not None)
+    ctx.default_map = {name: values for name in COMMANDS_WITH_SEARCH_FLAGS}
+
+
+def search_options(func):
+    """The flags every front end that runs searches shares."""
+    options = [
+        click.option("--preset", default="small", show_default=True, help="Model preset (see `specs-local models list`)."),
+        click.option("--method", type=click.Choice(METHODS), default="specs", show_default=True),
+        click.option("--n", type=click.IntRange(1, 64), default=None, help="Candidates per step (beam: in total). [4]"),
+        click.option("--beam-width", type=click.IntRange(1, 64), default=None, help="Beam search: candidates per kept prefix. [2]"),
+        click.option("--temperature", type=click.FloatRange(0), default=None, help="Sampling and selection temperature."),
+        click.option("--beta", type=float, default=None, help="SPECS: weight of the reward in the score."),
+        click.option("--tau-reject", type=float, default=None, help="SPECS: drafts scoring at or below are rejected."),
+        click.option("--tau-switch", type=float, default=None, help="SPECS: target reward above which the draft takes over again."),
+        click.option("--rsd-delta", type=float, default=None, help="RSD: reward a draft step needs to be kept."),
+        click.option("--max-steps", type=click.IntRange(1), default=None),
+        click.option("--max-step-tokens", type=click.IntRange(1), default=None),
+        click.option("--seed", type=int, default=None),
+        click.option("--draft", default=None, help="Draft model: a GGUF path, a preset role, or hf:REPO/FILE."),
+        click.option("--target", default=None, help="Target model: a GGUF path, a preset role, or hf:REPO/FILE."),
+        click.option("--reward", default=None, help="Reward model: a GGUF path, a preset role, or hf:REPO/FILE."),
+        click.option("--reward-kind", type=click.Choice(REWARD_KINDS), default=None),
+        click.option("--value-head", type=click.Path(dir_okay=False), default=None, help="Value-head PRM: the head .npz."),
+        click.option("--n-gpu-layers", type=int, default=0, show_default=True, help="Layers to offload (-1: all)."),
+        click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads (default: all cores)."),
+        click.option("--ctx", type=click.IntRange(256), default=8192, show_default=True, help="Context size per model."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+SEARCH_KEYS = ("n", "beam_width", "temperature", "beta", "tau_reject", "tau_switch", "rsd_delta", "max_steps",
+               "max_step_tokens", "seed")
+
+
+def build_solver(opts: dict, *, progress: bool = True):
+    """A Solver from the shared flags (models load here, once)."""
+    from ..solver import EngineOptions, Solver
+
+    engine = EngineOptions(n_gpu_layers=opts["n_gpu_layers"], threads=opts["threads"], ctx=opts["ctx"])
+    search = {k: opts[k] for k in SEARCH_KEYS if opts.get(k) is not None}
+    overrides = {k: opts.get(k) for k in ("draft", "target", "reward", "reward_kind", "value_head")}
+    return Solver.from_preset(opts["preset"], method=opts["method"], search=search, engine=engine,
+                              progress=progress, **overrides)
+
+
+def read_problem(problem: str | None, file: Path | None) -> str:
+    if file is not None:
+        try:
+            text = file.read_text()
+        except OSError as err:
+            raise click.BadParameter(f"cannot read {file}: {err.strerror}", param_hint="--file")
+    elif problem == "-":
+        text = sys.stdin.read()
+    elif problem is not None:
+        text = problem
+    else:
+        raise click.UsageError('give a problem: specs-local solve "PROBLEM", --file PATH, or - for stdin')
+    if not text.strip():
+        raise click.UsageError("the problem is empty")
+    return text.strip()
+
+
+def handle_interrupt(func):
+    """Ctrl-C: the command prints what it has, then exits 130."""
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            sys.exit(130)
+    return wrapper
+
+
+from .solve import solve  # noqa: E402
+from .batch import batch  # noqa: E402
+from .models import models  # noqa: E402
+
+main.add_command(solve)
+main.add_command(batch)
+main.add_command(models)
+
+try:  # front ends that arrive with later work
+    from .bench import bench, profile  # noqa: E402
+
+    main.add_command(bench)
+    main.add_command(profile)
+except ImportError:  # pragma: no cover
+    pass
+try:
+    from .eval_reward import eval_reward  # noqa: E402
+
+    main.add_command(eval_reward)
+except ImportError:  # pragma: no cover
+    pass
+
+__all__ = ["main", "json"]

@@ -1,0 +1,82 @@
+"""``specs-local solve``: one problem, steps streamed as they are chosen."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from . import build_solver, handle_interrupt, read_problem, search_options
+
+
+def step_header(index: int, step) -> str:
+    parts = [f"step {index}", step.source]
+    if step.reward is not None:
+        parts.append(f"reward {step.reward:.2f}")
+    if step.score is not None:
+        parts.append(f"score {step.score:.2f}")
+    if step.deferred:
+        parts.append("DEFERRED: drafts rejected")
+    return "[" + " · ".join(parts) + "]"
+
+
+def print_step(index: int, step) -> None:
+    colour = {"draft": "green", "target": "blue"}.get(step.source, None)
+    header = click.style(step_header(index, step), fg="yellow" if step.deferred else colour, bold=step.deferred)
+    click.echo(header)
+    click.echo(step.text.rstrip("\n"))
+
+
+def stats_line(result) -> str:
+    from ..costmodel import speedup_vs_beam
+
+    s = result.stats
+    parts = [f"wall {s['wall_seconds']:.1f} s"]
+    parts.append(f"steps {s['steps_draft']} draft / {s['steps_target']} target ({s['deferrals']} deferred)")
+    tokens = []
+    for role, m in s["models"].items():
+        tokens.append(f"{role} {m['generated']} gen + {m['scored']} scored + {m['prompt']} prompt")
+    parts.append("tokens: " + "; ".join(tokens))
+    parts.append(speedup_vs_beam(s))
+    return " | ".join(parts)
+
+
+@click.command()
+@click.argument("problem", required=False)
+@click.option("--file", "file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Read the problem from a file.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: answer, steps, stats.")
+@search_options
+@handle_interrupt
+def solve(problem, file, as_json, **opts):
+    """Solve PROBLEM (or --file PATH, or - for stdin) and print each step as it is chosen."""
+    text = read_problem(problem, file)
+    solver = build_solver(opts, progress=not as_json)
+    steps = []
+
+    def on_step(step):
+        steps.append(step)
+        if not as_json:
+            print_step(len(steps), step)
+
+    try:
+        result = solver.solve(text, on_step=on_step)
+    except KeyboardInterrupt:
+        from ..search.common import SearchResult
+
+        partial = SearchResult(opts["method"], "".join(s.text for s in steps), None, steps, {}, "interrupted")
+        if as_json:
+            click.echo(json.dumps(partial.to_dict(), ensure_ascii=False))
+        else:
+            click.echo(f"Interrupted after {len(steps)} steps.", err=True)
+        raise
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+        return
+    if result.stop_reason == "context_full":
+        click.echo("Stopped: the context is full (raise --ctx).", err=True)
+    elif result.stop_reason == "max_steps":
+        click.echo(f"Stopped at --max-steps ({len(result.steps)} steps) before the solution ended.", err=True)
+    answer = result.answer if result.answer is not None else "(no \\boxed{} answer)"
+    click.echo(click.style(f"Answer: {answer}", bold=True))
+    click.echo(stats_line(result))
