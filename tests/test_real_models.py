@@ -1,0 +1,67 @@
+"""The small preset's real Qwen2.5-Coder 0.5B/1.5B pair (installed by CI through
+the `small` extra, assembled from the bundle packages with the hub off)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from specs_local.engine import Model, ModelConfig
+from specs_local.rewards import solution_prompt
+from specs_local.search import SearchConfig
+from specs_local.solver import EngineOptions, Solver
+
+pytestmark = pytest.mark.real
+CONFIG = ModelConfig(n_ctx=1024, n_seq_max=4)
+
+
+def test_the_pair_shares_one_vocabulary(real_pair):
+    draft, target = Model(real_pair["draft"], CONFIG), Model(real_pair["target"], CONFIG)
+    try:
+        assert draft.n_vocab == target.n_vocab == 151936
+        assert draft.vocab_fingerprint == target.vocab_fingerprint
+        assert "<|im_start|>" in target.chat_template
+    finally:
+        draft.close()
+        target.close()
+
+
+def test_forked_scoring_equals_a_fresh_context_on_the_1_5b(real_pair):
+    target = Model(real_pair["target"], CONFIG)
+    try:
+        prefix = target.tokenize(solution_prompt(target, "Natalia sold 48 clips in April and half as many in May."),
+                                 add_special=True)
+        steps = ["In May she sold 48 / 2 = 24 clips.\n\n", "In May she sold 48 / 2 = 42 clips.\n\n"]
+        head = target.new_sequence(prefix)
+        _, forked = target.score(head, [target.tokenize(s) for s in steps])
+        target.release_all(target.live_sequences)
+        for step, got in zip(steps, forked):
+            cont = target.tokenize(step)
+            # Same batch split as the fork (prefix, then the step) in a fresh context:
+            # forking itself must change nothing.
+            seq = target.new_sequence(prefix)
+            [split] = target.extend([(seq, cont)], kind="scored", score=True)
+            target.release(seq)
+            np.testing.assert_allclose(got, split, atol=1e-3, rtol=1e-3)
+            # The whole text in one batch: Q4_K kernels quantise activations per
+            # batch shape, so agreement is to quantisation noise, not float noise.
+            seq = target.new_sequence(prefix[:1])
+            whole = target.extend([(seq, prefix[1:] + cont)], kind="scored", score=True)[0][len(prefix) - 1 :]
+            target.release(seq)
+            assert np.abs(got - whole).mean() < 0.1 and np.abs(got - whole).max() < 0.5
+        # the model prefers the right arithmetic: a check that the numbers are real log-probs
+        assert forked[0].sum() > forked[1].sum()
+    finally:
+        target.close()
+
+
+def test_specs_solves_12_times_7(real_pair):
+    solver = Solver.from_paths(real_pair["target"], real_pair["draft"], reward_kind="calculator+self",
+                               config=SearchConfig(n=4, max_steps=12, seed=0), engine=EngineOptions(ctx=4096))
+    try:
+        result = solver.solve("What is 12 times 7?")
+    finally:
+        solver.close()
+    assert result.answer == "84"
+    assert result.stop_reason == "eos"
+    for m in result.stats["models"].values():
+        assert m["evaluated"] == m["prompt"] + m["generated"] + m["scored"]
