@@ -18,7 +18,7 @@ import re
 import time
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
-from typing import Any, Protocol, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -1173,41 +1173,3 @@ def evaluate(expression: str, *, percent_as_ratio: bool = True) -> Number | None
         return None if side is None else _evaluate(side.tree, percent_as_ratio, deadline)
     except _NotCheckable:
         return None
-
-
-class Reward(Protocol):
-    def score(self, problem: str, steps: list[str], candidates: list[str]) -> Sequence[float]: ...
-
-
-class CalculatorReward:
-    """Reward from checked arithmetic; candidates with nothing checkable go to `fallback`.
-
-    Same interface as the model rewards: `score(problem, steps, candidates, contexts=None)`
-    returns one reward per candidate (as the next step after `steps`) in an array.
-    """
-
-    def __init__(self, fallback: Reward | None = None):
-        self.fallback = fallback
-        self.name = "calculator" if fallback is None else f"calculator+{getattr(fallback, 'name', 'model')}"
-
-    def score(self, problem: str, steps: list[str], candidates: list[str], contexts=None) -> np.ndarray:
-        verdicts = [check_step(c) for c in candidates]
-        rewards = np.array([NEUTRAL if v is None else v for v in verdicts], dtype=float)
-        unchecked = [i for i, v in enumerate(verdicts) if v is None]
-        if unchecked and self.fallback is not None:
-            # one batched call, only for the candidates the calculator could not judge
-            subset = [candidates[i] for i in unchecked]
-            if contexts is None:
-                rewards[unchecked] = self.fallback.score(problem, steps, subset)
-            else:
-                sub_contexts = [contexts[i] for i in unchecked]
-                rewards[unchecked] = self.fallback.score(problem, steps, subset, contexts=sub_contexts)
-        return rewards
-
-    @property
-    def wants_contexts(self) -> bool:
-        return bool(getattr(self.fallback, "wants_contexts", False))
-
-    def reset(self) -> None:
-        if self.fallback is not None and hasattr(self.fallback, "reset"):
-            self.fallback.reset()

@@ -19,7 +19,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .calculator import (NUMERAL, Reward, check_claims, evaluate, numeral_value, strip_annotations,
+from .calculator import (NUMERAL, check_claims, evaluate, numeral_value, strip_annotations,
                          thousands_separator)
 from .errors import SpecsError
 
@@ -291,7 +291,7 @@ def pairwise_accuracy(correct: list[float], wrong: list[float]) -> float:
     return float(np.mean((c > w) + 0.5 * (c == w)))
 
 
-def evaluate_reward(reward: Reward, pairs: list[StepPair], *, batch: bool = True) -> dict:
+def evaluate_reward(reward, pairs: list[StepPair], *, batch: bool = True) -> dict:
     """ROC AUC, pairwise accuracy, mean reward per class and seconds per scored step."""
     if not pairs:
         raise RewardEvalError("no step pairs to evaluate")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .calculator import check_step
+from .calculator import NEUTRAL, check_step
 from .engine import Model, Sequence
 from .errors import SpecsError
 from .sampling import softmax
@@ -290,11 +290,13 @@ class CalculatorReward:
               contexts: list[Sequence] | None = None) -> np.ndarray:
         t0 = time.perf_counter()
         verdicts = [check_step(c) for c in candidates]
-        rewards = np.array([0.5 if v is None else v for v in verdicts], dtype=float)
+        rewards = np.array([NEUTRAL if v is None else v for v in verdicts], dtype=float)
         open_ = [i for i, v in enumerate(verdicts) if v is None]
         if open_ and self.fallback is not None:
             sub_contexts = [contexts[i] for i in open_] if contexts is not None else None
+            asked = self.fallback.stats.query_tokens
             rewards[open_] = self.fallback.score(problem, steps, [candidates[i] for i in open_], sub_contexts)
+            self.stats.query_tokens += self.fallback.stats.query_tokens - asked
         self.stats.calls += 1
         self.stats.candidates += len(candidates)
         self.stats.checked += len(candidates) - len(open_)

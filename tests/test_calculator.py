@@ -9,7 +9,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from specs_local.calculator import (NEUTRAL, REWARD_FALSE, REWARD_HOLDS, CalculatorReward, check_claims,
+from specs_local.calculator import (NEUTRAL, REWARD_FALSE, REWARD_HOLDS, check_claims,
                                     check_step, evaluate, extract_claims)
 
 HOLDS, FALSE = REWARD_HOLDS, REWARD_FALSE
@@ -240,35 +240,3 @@ def test_random_text_never_raises():
         reward = check_step(text)
         assert reward in (None, HOLDS, FALSE)
         assert time.perf_counter() - started < 1.0
-
-
-# -- the reward interface ----------------------------------------------------------------------
-
-class KeywordReward:
-    """A rule-based reward (1 if the step says "therefore") that records how it was called."""
-
-    name = "keyword"
-
-    def __init__(self):
-        self.calls = []
-
-    def score(self, problem, steps, candidates):
-        self.calls.append(list(candidates))
-        return [1.0 if "therefore" in c else 0.0 for c in candidates]
-
-
-def test_reward_asks_its_fallback_once_for_the_uncheckable_candidates():
-    fallback = KeywordReward()
-    reward = CalculatorReward(fallback)
-    candidates = ["48/2 = 24", "therefore we add them", "48/2 = 25", "we add them"]
-    scores = reward.score("problem", ["earlier step"], candidates)
-    assert list(scores) == [HOLDS, 1.0, FALSE, 0.0]
-    assert fallback.calls == [["therefore we add them", "we add them"]]
-    assert reward.name == "calculator+keyword"
-
-
-def test_reward_alone_is_neutral_where_nothing_is_checkable():
-    reward = CalculatorReward()
-    assert reward.name == "calculator"
-    assert list(reward.score("problem", [], ["48/2 = 24", "we add them"])) == [HOLDS, NEUTRAL]
-    assert np.asarray(reward.score("problem", [], [])).size == 0

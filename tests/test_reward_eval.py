@@ -8,7 +8,8 @@ import re
 
 import pytest
 
-from specs_local.calculator import NUMERAL, CalculatorReward
+from specs_local.calculator import NUMERAL
+from specs_local.rewards import CalculatorReward
 from specs_local.reward_eval import (RewardEvalError, build_pairs, evaluate_reward, format_table,
                                      pairwise_accuracy, roc_auc)
 
