@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import platform
 import statistics
 import time
 
@@ -21,6 +20,7 @@ import numpy as np
 
 import llama_cpp as llama
 from specs_local.engine import Model, ModelConfig
+from specs_local.profiling import CHAT_PROMPT, SAMPLE_TEXT, decode_rate, machine_name, prefill_rate
 from specs_local.sampling import SamplerParams
 
 BATCHES = (1, 2, 4, 8)
@@ -64,26 +64,6 @@ def raw_decode_rate(model: Model, prompt: list[int], k: int, steps: int) -> floa
     return k * steps / elapsed
 
 
-def engine_decode_rate(model: Model, prompt: list[int], k: int, steps: int) -> float:
-    head = model.new_sequence(prompt)
-    kids = model.fork(head, k)
-    rng = np.random.default_rng(0)
-    t0 = time.perf_counter()
-    gens = model.generate(kids, SamplerParams(temperature=0.0), rng, max_tokens=steps + 1, stop_at_delimiter=False)
-    elapsed = time.perf_counter() - t0
-    fed = sum(len(g.tokens) - 1 for g in gens)  # the first token of each comes from the prompt's logits
-    model.release_all(kids + [head])
-    return fed / elapsed
-
-
-def prefill_rate(model: Model, tokens: list[int]) -> float:
-    t0 = time.perf_counter()
-    seq = model.new_sequence(tokens)
-    elapsed = time.perf_counter() - t0
-    model.release(seq)
-    return len(tokens) / elapsed
-
-
 def python_share(model: Model, prompt: list[int]) -> tuple[float, float]:
     """Wall time and the share outside llama_decode for 4 sequences x 5 steps."""
     head = model.new_sequence(prompt)
@@ -111,16 +91,14 @@ def main() -> None:
         from specs_local.presets import resolve
 
         paths = [resolve(role, role=role, progress=True) for role in ("draft", "target")]
-    print(f"machine: {platform.node()} {platform.machine()}, {platform.processor() or ''} "
-          f"llama-cpp-python {llama.__version__}")
+    print(f"machine: {machine_name()}, llama-cpp-python {llama.__version__}")
     header = "| model | prefill tok/s | " + " | ".join(f"batch {k}: engine / raw (ratio)" for k in BATCHES) + " | python share |"
     print(header)
     print("|" + "---|" * (3 + len(BATCHES)))
     for path in paths:
         model = Model(path, ModelConfig(n_ctx=4096, n_seq_max=16, n_threads=args.threads))
-        text = "Janet's ducks lay 16 eggs per day. She eats three for breakfast every morning. " * 40
-        long_prompt = model.tokenize(text)[:PREFILL_TOKENS]
-        prompt = model.tokenize("<|im_start|>user\nWhat is 12 times 7?<|im_end|>\n<|im_start|>assistant\n")
+        long_prompt = model.tokenize(SAMPLE_TEXT * 40)[:PREFILL_TOKENS]
+        prompt = model.tokenize(CHAT_PROMPT)
         prefill_rate(model, long_prompt[:32])  # warm-up
         prefill = statistics.median(prefill_rate(model, long_prompt) for _ in range(args.repeats))
         cells = []
@@ -128,7 +106,7 @@ def main() -> None:
             engine, raw = [], []
             for _ in range(args.repeats):  # interleaved, so drift hits both alike
                 raw.append(raw_decode_rate(model, prompt, k, DECODE_TOKENS))
-                engine.append(engine_decode_rate(model, prompt, k, DECODE_TOKENS))
+                engine.append(decode_rate(model, prompt, k, DECODE_TOKENS))
             e, r = statistics.median(engine), statistics.median(raw)
             cells.append(f"{e:.1f} / {r:.1f} ({e / r:.0%})")
         shares = [python_share(model, prompt)[1] for _ in range(args.repeats)]

@@ -75,8 +75,11 @@ class Solver:
                  for role, spec in (("draft", draft), ("target", target))}
         kind = reward_kind or manifest.reward_kind
         reward_path = None
+        uses = manifest.roles["reward"].uses  # e.g. self-verification "uses" the target
         if reward:
             reward_path = resolve(reward, role="reward", preset=preset, progress=progress)
+        elif uses in paths:
+            reward_path = paths[uses]
         elif manifest.has_role("reward"):
             reward_path = resolve("reward", role="reward", preset=preset, progress=progress)
             if kind.endswith("value-prm") and value_head is None:

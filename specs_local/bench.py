@@ -1,0 +1,116 @@
+"""The bench runner: several methods on the same problems, models loaded once.
+
+Per problem the methods run one after another in an order rotated from
+problem to problem, so that machine drift hits all methods alike. Each method
+appends to its own durable JSONL (``<out>/<method>.jsonl``), so a rerun of the
+same command resumes where it stopped. The report is rebuilt from those files.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TextIO
+
+from .batch import OutputLog, Problem, solve_record
+from .errors import SpecsError
+
+
+def rotated(methods: list[str], index: int) -> list[str]:
+    """The run order for problem ``index``: the method list rotated by one per problem."""
+    k = index % len(methods)
+    return methods[k:] + methods[:k]
+
+
+@dataclass
+class BenchProgress:
+    """One status line: problems done, the method running, running accuracy per method."""
+
+    total: int
+    methods: list[str]
+    out: TextIO = sys.stderr
+    correct: dict = field(default_factory=dict)
+    graded: dict = field(default_factory=dict)
+    done: int = 0
+
+    def count(self, record: dict) -> None:
+        m = record["method"]
+        if "correct" in record:
+            self.graded[m] = self.graded.get(m, 0) + 1
+            self.correct[m] = self.correct.get(m, 0) + bool(record["correct"])
+
+    def show(self, current: str | None = None) -> None:
+        accs = " ".join(f"{m} {self.correct.get(m, 0)}/{self.graded.get(m, 0)}" for m in self.methods)
+        now = f" | running {current}" if current else ""
+        end = "\r" if self.out.isatty() and current else "\n"
+        self.out.write(f"[{self.done}/{self.total} problems{now}] correct: {accs}{end}")
+        self.out.flush()
+
+
+def run_bench(problems: list[Problem], methods: list[str], out_dir: Path, solve, *, progress: bool = True,
+              out: TextIO = sys.stderr) -> dict[str, list[dict]]:
+    """Run every (problem, method) pair not yet on disk; return the records by method.
+
+    ``solve(text, method) -> result dict``."""
+    if not methods:
+        raise SpecsError("no methods to bench")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    logs = {m: OutputLog(out_dir / f"{m}.jsonl") for m in methods}
+    bar = BenchProgress(len(problems), methods, out)
+    try:
+        for log in logs.values():
+            for record in log.records.values():
+                bar.count(record)
+        for index, problem in enumerate(problems):
+            for method in rotated(methods, index):
+                if problem.id in logs[method]:
+                    continue
+                if progress:
+                    bar.show(f"{problem.id}: {method}")
+                record = solve_record(problem, lambda text, m=method: solve(text, m), method=method)
+                logs[method].append(record)
+                bar.count(record)
+            bar.done = index + 1
+            if progress:
+                bar.show()
+        return {m: [logs[m].records[p.id] for p in problems if p.id in logs[m]] for m in methods}
+    finally:
+        for log in logs.values():
+            log.close()
+
+
+def read_records(out_dir: Path, methods: list[str], problems: list[Problem]) -> dict[str, list[dict]]:
+    """The records already on disk, by method, in problem order."""
+    records = {}
+    for m in methods:
+        with OutputLog(out_dir / f"{m}.jsonl") as log:
+            records[m] = [log.records[p.id] for p in problems if p.id in log]
+    return records
+
+
+def git_revision() -> str:
+    try:
+        root = Path(__file__).resolve().parents[1]
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                             timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def report(records_by_method: dict[str, list[dict]], out_dir: Path, *, command: str, profile: dict | None) -> dict:
+    """Write report.md / report.json (and the plot, where matplotlib exists)."""
+    from .costmodel import predict_method_latency
+    from .profiling import machine_name
+    from .report import summarize_methods, write_report
+
+    predictions = None
+    if profile is not None:
+        predictions = {m: predict_method_latency(recs, profile) for m, recs in records_by_method.items() if recs}
+    summary = summarize_methods(records_by_method, baseline="beam-target", predictions=predictions)
+    write_report(summary, out_dir, command=command, machine=machine_name(), revision=git_revision(),
+                 date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+    return summary
+

@@ -1,0 +1,97 @@
+"""``specs-local bench`` and ``specs-local profile``: the evidence front ends."""
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from ..errors import SpecsError
+from . import build_solver, handle_interrupt, search_options
+from .batch import InputError
+
+DEFAULT_METHODS = "specs,beam-target,greedy-target"
+
+
+def parse_methods(text: str) -> list[str]:
+    from ..search import ALIASES, STRATEGIES
+
+    methods = [ALIASES.get(m.strip(), m.strip()) for m in text.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in STRATEGIES]
+    if unknown or not methods:
+        raise click.BadParameter(f"unknown method(s) {', '.join(unknown) or '(none)'}; choose from "
+                                 f"{', '.join(sorted(STRATEGIES))}", param_hint="--methods")
+    return list(dict.fromkeys(methods))
+
+
+@click.command()
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option("--methods", default=DEFAULT_METHODS, show_default=True, help="Comma-separated methods to compare.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output folder (default: runs/<data name>). Rerunning the same command resumes it.")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Problems to run.")
+@click.option("--offset", type=click.IntRange(0), default=0, show_default=True, help="Problems to skip first.")
+@click.option("--report-only", is_flag=True, help="Rebuild the report from the records already in --out.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+@search_options
+@handle_interrupt
+def bench(data, methods, out_dir, limit, offset, report_only, progress, **opts):
+    """Compare methods on the problems in DATA (JSONL with id/problem/answer), models loaded once."""
+    from ..batch import read_problems
+    from ..bench import read_records, report, run_bench
+
+    method_list = parse_methods(methods)
+    try:
+        problems = read_problems(data)
+    except SpecsError as err:
+        raise InputError(str(err))
+    problems = [p for p in problems[offset:] if p.error is None][:limit]
+    out_dir = out_dir or Path("runs") / Path(data).stem
+    command = "specs-local " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    if report_only:
+        records = read_records(out_dir, method_list, problems)
+        profile = None
+    else:
+        solver = build_solver(opts, progress=progress)
+        records = run_bench(problems, method_list, out_dir,
+                            lambda text, method: solver.solve(text, method=method).to_dict(), progress=progress)
+        from ..costmodel import find_profile
+
+        files = [m.name for m in solver.models.distinct().values()]
+        profile = find_profile(files, opts["threads"], opts["n_gpu_layers"])
+    report(records, out_dir, command=command, profile=profile)
+    click.echo(f"report: {out_dir / 'report.md'}")
+
+
+@click.command()
+@click.option("--preset", default="small", show_default=True)
+@click.option("--model", "models", multiple=True, type=click.Path(dir_okay=False),
+              help="GGUF files to profile instead of the preset's (repeatable); random-weight files of real "
+                   "shapes work: scripts/make_tiny_model.py --shape qwen2.5-7b.")
+@click.option("--batches", default="1,2,4,8,16", show_default=True)
+@click.option("--repeats", type=click.IntRange(1), default=3, show_default=True)
+@click.option("--threads", type=click.IntRange(1), default=None)
+@click.option("--n-gpu-layers", type=int, default=0, show_default=True)
+@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the profile JSON here.")
+def profile(preset, models, batches, repeats, threads, n_gpu_layers, out_file):
+    """Measure prefill and batched decode speed of each model; the cost model uses it."""
+    from ..costmodel import save_profile, store_profile
+    from ..profiling import profile_models
+    from ..presets import resolve
+
+    sizes = tuple(int(b) for b in batches.split(","))
+    paths = list(models) or [resolve(role, role=role, preset=preset) for role in ("draft", "target")]
+
+    def show(name, figures):
+        rates = ", ".join(f"b{b} {v:.1f}" for b, v in figures["decode_tps"].items())
+        click.echo(f"{name}: prefill {figures['prefill_tps']:.1f} tok/s; decode total tok/s {rates}")
+
+    result = profile_models(paths, threads=threads, n_gpu_layers=n_gpu_layers, batches=sizes, repeats=repeats,
+                            on_model=show)
+    stored = store_profile(result)
+    click.echo(f"stored: {stored}")
+    if out_file is not None:
+        save_profile(result, out_file)
+        click.echo(f"written: {out_file}")
