@@ -246,14 +246,17 @@ def _take(pairs: Iterator[StepPair], limit: int | None) -> list[StepPair]:
     return out
 
 
-def build_pairs(gsm8k_path: str | Path, math500_path: str | Path | None = None, *, seed: int = 0,
+def build_pairs(gsm8k_path: str | Path | None, math500_path: str | Path | None = None, *, seed: int = 0,
                 limit: int | None = None) -> list[StepPair]:
     """Correct/wrong step pairs in file order, GSM8K first; `limit` caps the pairs per source.
+    A source whose path is None is left out.
 
     The seed picks the wrong values; each record draws from its own generator, so a pair does not
     depend on `limit` or on the other records.
     """
-    pairs = _take((p for r in _records(gsm8k_path) for p in _gsm8k_pairs(r, seed)), limit)
+    pairs = []
+    if gsm8k_path is not None:
+        pairs += _take((p for r in _records(gsm8k_path) for p in _gsm8k_pairs(r, seed)), limit)
     if math500_path is not None:
         pairs += _take((p for r in _records(math500_path) for p in _math500_pairs(r, seed)), limit)
     return pairs
