@@ -84,8 +84,12 @@ def byte_vocab(extra_token: bool = False, n_vocab: int | None = None) -> tuple[l
     return tokens, types
 
 
-def write_model(path: str | Path, *, seed: int = 0, shape: str = "tiny", extra_token: bool = False) -> Path:
-    """Write one random-weight llama GGUF file and return its path."""
+def write_model(path: str | Path, *, seed: int = 0, shape: str = "tiny", extra_token: bool = False,
+                endless: bool = False) -> Path:
+    """Write one random-weight llama GGUF file and return its path.
+
+    ``endless``: the end-of-turn token's logit is always 0, below the best of
+    the others, so greedy decoding never ends a turn (for interrupt tests)."""
     import gguf  # the dev extra; imported here so that the module imports without it
 
     spec = SHAPES[shape]
@@ -130,7 +134,7 @@ def write_model(path: str | Path, *, seed: int = 0, shape: str = "tiny", extra_t
     if shape == "tiny":
         # Larger rows make the delimiter and end-of-turn tokens come up often, so
         # that steps end by text and by EOS within a few tokens in tests.
-        for tok, boost in (("ĊĊ", 3.0), (".ĊĊ", 3.0), ("<|im_end|>", 2.0)):
+        for tok, boost in (("ĊĊ", 3.0), (".ĊĊ", 3.0), ("<|im_end|>", 0.0 if endless else 2.0)):
             output[tokens.index(tok)] *= boost
     w.add_tensor("token_embd.weight", embd)
     w.add_tensor("output_norm.weight", np.ones(spec.n_embd, dtype=np.float32))
@@ -159,8 +163,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
     parser.add_argument("--extra-token", action="store_true", help="a different vocabulary (fingerprint tests)")
+    parser.add_argument("--endless", action="store_true", help="greedy decoding never ends the turn")
     args = parser.parse_args()
-    print(write_model(args.out, seed=args.seed, shape=args.shape, extra_token=args.extra_token))
+    print(write_model(args.out, seed=args.seed, shape=args.shape, extra_token=args.extra_token, endless=args.endless))
 
 
 if __name__ == "__main__":

@@ -22,13 +22,15 @@ def _load_script(name: str):
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
-    """draft and target share a vocabulary; `other` has one more token."""
+    """draft and target share a vocabulary; `other` has one more token;
+    `endless` never ends a turn under greedy decoding."""
     make = _load_script("make_tiny_model")
     folder = tmp_path_factory.mktemp("tiny")
     return {
         "draft": make.write_model(folder / "draft.gguf", seed=1),
         "target": make.write_model(folder / "target.gguf", seed=2),
         "other": make.write_model(folder / "other.gguf", seed=3, extra_token=True),
+        "endless": make.write_model(folder / "endless.gguf", seed=2, endless=True),
     }
 
 

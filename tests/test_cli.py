@@ -1,0 +1,162 @@
+"""The specs-local command, through click's runner and as a real subprocess, on tiny models."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from specs_local.cli import main
+
+FAST = ["--n", "2", "--max-steps", "3", "--max-step-tokens", "8", "--threads", "2", "--ctx", "2048"]
+
+
+@pytest.fixture()
+def models_args(tiny_models):
+    return ["--draft", str(tiny_models["draft"]), "--target", str(tiny_models["target"])]
+
+
+def run(args, **kw):
+    result = CliRunner().invoke(main, args, catch_exceptions=False, **kw)
+    return result
+
+
+def test_solve_streams_steps_then_answer_and_stats(models_args):
+    result = run(["solve", "What is 12 times 7?", *models_args, *FAST])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("[step 1 · target")  # SPECS starts in target mode
+    assert any(line.startswith("Answer: ") for line in lines)
+    stats = lines[-1]
+    assert stats.startswith("wall ") and "draft /" in stats and "tokens: target" in stats
+    assert "est. speedup vs beam-target (n=2)" in stats and "basis" in stats or "n/a" in stats
+    assert "\x1b[" not in result.output  # piped: no colour codes
+
+
+def test_solve_json_is_one_object_with_answer_steps_stats(models_args):
+    result = run(["solve", "What is 2 + 2?", "--json", *models_args, *FAST])
+    assert result.exit_code == 0
+    data = json.loads(result.output)
+    assert set(data) >= {"answer", "steps", "stats", "text", "method"}
+    assert data["stats"]["n"] == 2
+    assert all({"source", "reward", "accepted", "deferred"} <= set(s) for s in data["steps"])
+
+
+def test_problem_from_file_and_stdin(models_args, tmp_path):
+    path = tmp_path / "p.txt"
+    path.write_text("What is 3 + 4?\n")
+    from_file = run(["solve", "--file", str(path), "--json", "--seed", "1", *models_args, *FAST])
+    from_stdin = run(["solve", "-", "--json", "--seed", "1", *models_args, *FAST], input="What is 3 + 4?\n")
+    assert from_file.exit_code == from_stdin.exit_code == 0
+    assert json.loads(from_file.output)["text"] == json.loads(from_stdin.output)["text"]
+
+
+def test_config_file_sets_flags_and_flags_win(models_args, tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text('n = 3\nmax-step-tokens = 8\nmax-steps = 2\nmethod = "beam"\n')
+    result = run(["--config", str(config), "solve", "Add 1 and 1.", "--json", *models_args])
+    data = json.loads(result.output)
+    assert data["stats"]["n"] == 3 and data["method"] == "beam-target"
+    result = run(["--config", str(config), "solve", "Add 1 and 1.", "--json", "--n", "2", *models_args])
+    assert json.loads(result.output)["stats"]["n"] == 2
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["solve"], "give a problem"),
+        (["solve", "   "], "the problem is empty"),
+        (["solve", "x", "--target", "/nope/model.gguf"], "target model not found"),
+        (["solve", "x", "--method", "magic"], "Invalid value for '--method'"),
+        (["solve", "--file", "/nope/problem.txt"], "cannot read"),
+        (["--config", "/nope/config.toml", "solve", "x"], "config file not found"),
+    ],
+)
+def test_bad_input_is_one_line_and_nonzero(args, message, models_args):
+    result = CliRunner().invoke(main, args + (models_args if "--target" not in args else ["--draft", models_args[1]]))
+    assert result.exit_code != 0
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_corrupt_model_file_is_one_line(tmp_path, tiny_models):
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(tiny_models["target"].read_bytes()[:5000])
+    result = CliRunner().invoke(main, ["solve", "x", "--target", str(bad), "--draft", str(tiny_models["draft"])])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: could not load GGUF model") and result.output.count("\n") == 1
+
+
+def test_the_installed_entry_point_runs(tiny_models):
+    out = subprocess.run(
+        ["specs-local", "solve", "What is 12 times 7?", "--draft", str(tiny_models["draft"]),
+         "--target", str(tiny_models["target"]), *FAST],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "Answer: " in out.stdout and out.stdout.splitlines()[-1].startswith("wall ")
+
+
+def _problems(path: Path, n: int) -> None:
+    with path.open("w") as f:
+        for i in range(n):
+            f.write(json.dumps({"id": f"p{i}", "problem": f"What is {i} plus {i}?", "answer": str(2 * i)}) + "\n")
+
+
+def test_batch_survives_sigkill_and_resumes(tiny_models, tmp_path):
+    data, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    _problems(data, 40)
+    cmd = ["specs-local", "batch", str(data), "-o", str(out), "--no-progress", "--draft", str(tiny_models["draft"]),
+           "--target", str(tiny_models["target"]), "--n", "2", "--max-steps", "6", "--max-step-tokens", "16",
+           "--threads", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and (not out.exists() or out.read_bytes().count(b"\n") < 3):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    lines = out.read_bytes().split(b"\n")
+    assert lines[-1] in (b"",) or lines[-1].startswith(b"{")  # at most a torn last line
+    done_before = sum(1 for line in lines if line.strip())
+    assert 3 <= done_before < 40, "the kill must land mid-batch"
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r["id"] for r in records) == sorted(f"p{i}" for i in range(40))
+    assert all("correct" in r and r["gold"] is not None for r in records)
+
+
+def test_batch_bad_inputs(models_args, tmp_path):
+    out = tmp_path / "out.jsonl"
+    missing = run(["batch", str(tmp_path / "nope.jsonl"), "-o", str(out), *models_args])
+    assert missing.exit_code == 2 and "cannot read" in missing.output
+    dup = tmp_path / "dup.jsonl"
+    dup.write_text('{"id": "a", "problem": "1+1?"}\n{"id": "a", "problem": "2+2?"}\n')
+    refused = run(["batch", str(dup), "-o", str(out), *models_args])
+    assert refused.exit_code == 2 and 'duplicate id "a"' in refused.output and not out.exists()
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text('{"id": "a", "problem": "What is 1+1?", "answer": "2"}\n{not json\n{"id": "c"}\n')
+    result = run(["batch", str(mixed), "-o", str(out), "--no-progress", *models_args, *FAST])
+    assert result.exit_code == 0, result.output
+    records = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert "line 2" in records["2"]["error"] and "problem" in records["c"]["error"]
+    assert "stats" in records["a"]
+
+
+def test_ctrl_c_prints_the_trace_so_far_and_exits_130(tiny_models):
+    cmd = ["specs-local", "solve", "Count to a million.", "--draft", str(tiny_models["draft"]),
+           "--target", str(tiny_models["endless"]), "--method", "greedy",
+           "--max-steps", "100000", "--max-step-tokens", "4", "--ctx", "60000", "--threads", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (out, err)
+    assert out.startswith("[step 1 · target")
+    assert "Interrupted" in err and "Traceback" not in err
