@@ -508,7 +508,9 @@ class Model:
             self._decode_batch()
             outputs = [(item, i) for item, i, out in chunk if out]
             if outputs:
-                self._collect(plan, outputs, logprob_out, score)
+                # In embeddings mode llama.cpp outputs every row of the batch, flagged or not.
+                at = [r for r, (_, _, out) in enumerate(chunk) if out] if self.config.embeddings else None
+                self._collect(plan, outputs, logprob_out, score, at, len(chunk))
 
     def _fill_batch(self, rows: list[tuple[int, int, int, bool]]) -> None:
         """One explicit batch: (sequence id, position, token, wants logits) per row."""
@@ -541,8 +543,13 @@ class Model:
         ptr = llama.llama_get_logits(self._ctx)
         return np.ctypeslib.as_array(ptr, shape=(n, self.n_vocab))
 
-    def _collect(self, plan, outputs, logprob_out, score: bool) -> None:
-        rows = self._output_rows(len(outputs))
+    def _collect(self, plan, outputs, logprob_out, score: bool, at: list[int] | None = None, n_rows: int = 0) -> None:
+        """``at``: where each output sits among the decode's ``n_rows`` rows
+        when every row is output (embeddings mode); None: rows are the outputs."""
+        if at is None:
+            rows, hidden = self._output_rows(len(outputs)), None
+        else:
+            rows, hidden = self._output_rows(n_rows)[at], self._output_hidden(n_rows)[at]
         if score:
             # Row for fed[i] predicts fed[i+1]; it scores an appended token when i+1 >= start.
             picks = [
@@ -556,7 +563,6 @@ class Model:
                 values = token_logprobs(rows[idx], next_tokens)
                 for (_, item, slot), value in zip(picks, values):
                     logprob_out[item][slot] = value
-        hidden = self._output_hidden(len(outputs)) if self.config.embeddings else None
         for r, (item, i) in enumerate(outputs):
             if i == len(plan[item][1]) - 1:
                 plan[item][0].logits = np.array(rows[r])  # a copy: the next decode reuses the buffer
