@@ -100,17 +100,48 @@ def git_revision() -> str:
         return "unknown"
 
 
-def report(records_by_method: dict[str, list[dict]], out_dir: Path, *, command: str, profile: dict | None) -> dict:
-    """Write report.md / report.json (and the plot, where matplotlib exists)."""
-    from .costmodel import predict_method_latency
+def report(records_by_method: dict[str, list[dict]], out_dir: Path, *, command: str, profile: dict | None,
+           other_profiles: list[dict] = (), model_map: dict | None = None) -> dict:
+    """Write report.md / report.json (and the plot, where matplotlib exists).
+
+    ``profile`` (this machine's) sets predicted beside measured latency;
+    ``other_profiles`` (measured elsewhere, e.g. on a GPU) add the SPECS /
+    beam-target ratio the cost model predicts there from these runs' steps."""
+    from .costmodel import predict_latencies, predict_ratio_on, speculation_ratio
     from .profiling import machine_name
     from .report import summarize_methods, write_report
 
-    predictions = None
-    if profile is not None:
-        predictions = {m: predict_method_latency(recs, profile) for m, recs in records_by_method.items() if recs}
+    predictions = predict_latencies(records_by_method, profile) if profile is not None else None
     summary = summarize_methods(records_by_method, baseline="beam-target", predictions=predictions)
+    notes = []
+    for name, prof in [("this machine", profile)] + [("elsewhere", p) for p in other_profiles]:
+        if prof is None:
+            continue
+        notes.append(_speculation_paragraph(prof, records_by_method, model_map, speculation_ratio))
+        if name == "elsewhere":
+            predicted = predict_ratio_on(prof, records_by_method, model_map=model_map)
+            ratios = ", ".join(f"{m} {r:.2f}" for m, r in predicted["ratios"].items() if r is not None)
+            notes.append(f"Cost model on {predicted['machine']}: predicted latency ratio against beam-target, "
+                         f"replaying these runs' step statistics: {ratios}.")
+    summary["notes"] = notes
     write_report(summary, out_dir, command=command, machine=machine_name(), revision=git_revision(),
-                 date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+                 date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), notes=notes)
     return summary
+
+
+def _speculation_paragraph(profile, records_by_method, model_map, speculation_ratio) -> str:
+    """Whether drafting + scoring is cheaper than a target step on a profile's hardware."""
+    files = {}
+    for record in records_by_method.get("specs", []):
+        for role, usage in record.get("stats", {}).get("models", {}).items():
+            files[role] = usage["file"]
+    if "draft" not in files or "target" not in files:
+        return f"Speculation on {profile['machine']}: no SPECS records to name the draft and target."
+    draft = (model_map or {}).get(files["draft"], files["draft"])
+    target = (model_map or {}).get(files["target"], files["target"])
+    ratios = {n: speculation_ratio(profile, draft, target, n) for n in (1, 2, 4, 8, 16)}
+    shown = ", ".join(f"n={n}: {r:.2f}" for n, r in ratios.items())
+    verdict = "cannot pay" if ratios[4] >= 1 else "can pay"
+    return (f"Speculation on {profile['machine']}: a SPECS step (draft generates, target scores) costs this "
+            f"fraction of a target step even at 100% acceptance ({shown}); at n=4 speculation {verdict} here.")
 

@@ -33,10 +33,14 @@ def parse_methods(text: str) -> list[str]:
 @click.option("--limit", type=click.IntRange(1), default=None, help="Problems to run.")
 @click.option("--offset", type=click.IntRange(0), default=0, show_default=True, help="Problems to skip first.")
 @click.option("--report-only", is_flag=True, help="Rebuild the report from the records already in --out.")
+@click.option("--predict-on", "predict_on", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="A profile measured elsewhere (e.g. a GPU): the report adds the ratios predicted there.")
+@click.option("--model-map", default=None,
+              help="run-file=profile-file pairs, comma-separated, where a profile's file names differ.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @search_options
 @handle_interrupt
-def bench(data, methods, out_dir, limit, offset, report_only, progress, **opts):
+def bench(data, methods, out_dir, limit, offset, report_only, predict_on, model_map, progress, **opts):
     """Compare methods on the problems in DATA (JSONL with id/problem/answer), models loaded once."""
     from ..batch import read_problems
     from ..bench import read_records, report, run_bench
@@ -49,18 +53,21 @@ def bench(data, methods, out_dir, limit, offset, report_only, progress, **opts):
     problems = [p for p in problems[offset:] if p.error is None][:limit]
     out_dir = out_dir or Path("runs") / Path(data).stem
     command = "specs-local " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    from ..costmodel import find_profile, load_profile
+
+    others = [load_profile(p) for p in predict_on]
+    mapping = dict(pair.split("=", 1) for pair in model_map.split(",")) if model_map else None
     if report_only:
         records = read_records(out_dir, method_list, problems)
-        profile = None
+        files = {u["file"] for recs in records.values() for r in recs for u in r.get("stats", {}).get("models", {}).values()}
+        profile = find_profile(sorted(files), opts["threads"], opts["n_gpu_layers"]) if files else None
     else:
         solver = build_solver(opts, progress=progress)
         records = run_bench(problems, method_list, out_dir,
                             lambda text, method: solver.solve(text, method=method).to_dict(), progress=progress)
-        from ..costmodel import find_profile
-
         files = [m.name for m in solver.models.distinct().values()]
         profile = find_profile(files, opts["threads"], opts["n_gpu_layers"])
-    report(records, out_dir, command=command, profile=profile)
+    report(records, out_dir, command=command, profile=profile, other_profiles=others, model_map=mapping)
     click.echo(f"report: {out_dir / 'report.md'}")
 
 

@@ -27,7 +27,7 @@ def print_step(index: int, step) -> None:
     click.echo(step.text.rstrip("\n"))
 
 
-def stats_line(result) -> str:
+def stats_line(result, speculation: str | None = None) -> str:
     from ..costmodel import speedup_vs_beam
 
     s = result.stats
@@ -38,7 +38,21 @@ def stats_line(result) -> str:
         tokens.append(f"{role} {m['generated']} gen + {m['scored']} scored + {m['prompt']} prompt")
     parts.append("tokens: " + "; ".join(tokens))
     parts.append(speedup_vs_beam(s))
+    if speculation:
+        parts.append(speculation)
     return " | ".join(parts)
+
+
+def speculation_line(solver, opts) -> str | None:
+    """The cost model's verdict for this machine, where `specs-local profile` has measured it."""
+    from ..costmodel import find_profile, speculation_note
+
+    models = solver.models
+    if models.draft is None:
+        return None
+    files = [m.name for m in models.distinct().values()]
+    profile = find_profile(files, opts["threads"], opts["n_gpu_layers"])
+    return speculation_note(profile, models.draft.name, models.target.name, solver.config.n)
 
 
 @click.command()
@@ -79,4 +93,4 @@ def solve(problem, file, as_json, **opts):
         click.echo(f"Stopped at --max-steps ({len(result.steps)} steps) before the solution ended.", err=True)
     answer = result.answer if result.answer is not None else "(no \\boxed{} answer)"
     click.echo(click.style(f"Answer: {answer}", bold=True))
-    click.echo(stats_line(result))
+    click.echo(stats_line(result, speculation_line(solver, opts)))
