@@ -25,6 +25,7 @@ import numpy as np
 from .calculator import NEUTRAL, check_step
 from .engine import Model, Sequence
 from .errors import SpecsError
+from .presets import REWARD_KINDS
 from .sampling import softmax
 
 SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -314,7 +315,6 @@ class CalculatorReward:
 
 # -- constructors for the kinds the CLI names ---------------------------------
 
-REWARD_KINDS = ("verifier", "self", "token-prm", "value-prm", "calculator", "calculator+self", "calculator+verifier")
 
 
 def make_verifier(model: Model, *, self_verify: bool) -> PromptedReward:

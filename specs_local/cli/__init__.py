@@ -12,7 +12,6 @@ with the flag's name as key: ``n = 8``, ``tau-reject = 6.0``, ``method = "beam"`
 from __future__ import annotations
 
 import functools
-import json
 import os
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import click
 
 from ..errors import SpecsError
+from ..presets import REWARD_KINDS
 
 try:
     import tomllib
@@ -27,7 +27,6 @@ except ModuleNotFoundError:  # Python < 3.11
     import tomli as tomllib
 
 METHODS = ["specs", "beam", "beam-target", "beam-draft", "best-of-n", "rsd", "greedy", "greedy-target", "greedy-draft"]
-REWARD_KINDS = ["verifier", "self", "token-prm", "value-prm", "calculator", "calculator+self", "calculator+verifier"]
 COMMANDS_WITH_SEARCH_FLAGS = ("solve", "batch", "bench", "eval-reward")
 
 
@@ -88,7 +87,7 @@ def search_options(func):
         click.option("--draft", default=None, help="Draft model: a GGUF path, a preset role, or hf:REPO/FILE."),
         click.option("--target", default=None, help="Target model: a GGUF path, a preset role, or hf:REPO/FILE."),
         click.option("--reward", default=None, help="Reward model: a GGUF path, a preset role, or hf:REPO/FILE."),
-        click.option("--reward-kind", type=click.Choice(REWARD_KINDS), default=None),
+        click.option("--reward-kind", type=click.Choice(list(REWARD_KINDS)), default=None),
         click.option("--value-head", type=click.Path(dir_okay=False), default=None, help="Value-head PRM: the head .npz."),
         click.option("--n-gpu-layers", type=int, default=0, show_default=True, help="Layers to offload (-1: all)."),
         click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads (default: all cores)."),
@@ -143,26 +142,14 @@ def handle_interrupt(func):
     return wrapper
 
 
-from .solve import solve  # noqa: E402
+# The commands live one module each; they import this module's helpers.
 from .batch import batch  # noqa: E402
+from .bench import bench, profile  # noqa: E402
+from .eval_reward import eval_reward  # noqa: E402
 from .models import models  # noqa: E402
+from .solve import solve  # noqa: E402
 
-main.add_command(solve)
-main.add_command(batch)
-main.add_command(models)
+for command in (solve, batch, bench, profile, eval_reward, models):
+    main.add_command(command)
 
-try:  # front ends that arrive with later work
-    from .bench import bench, profile  # noqa: E402
-
-    main.add_command(bench)
-    main.add_command(profile)
-except ImportError:  # pragma: no cover
-    pass
-try:
-    from .eval_reward import eval_reward  # noqa: E402
-
-    main.add_command(eval_reward)
-except ImportError:  # pragma: no cover
-    pass
-
-__all__ = ["main", "json"]
+__all__ = ["main"]

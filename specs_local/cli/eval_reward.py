@@ -18,7 +18,8 @@ from pathlib import Path
 
 import click
 
-from . import REWARD_KINDS, handle_interrupt
+from ..presets import REWARD_KINDS
+from . import handle_interrupt
 
 SOURCES = ("gsm8k", "math500")
 DEFAULT_KINDS = "calculator,self,verifier,calculator+self"
