@@ -336,7 +336,7 @@ def test_offline_hub_miss_is_one_line(conv, tmp_path, monkeypatch, capsys):
 
 # -- the head on a real (tiny) backbone ----------------------------------------
 
-TINY = ModelConfig(n_ctx=512, n_batch=64, n_seq_max=8, n_threads=2, embeddings=True)
+TINY = ModelConfig(n_ctx=512, n_batch=64, n_seq_max=8, n_threads=1, embeddings=True)
 PROMPT = "<|im_start|>user\nWhat is 12 times 7?<|im_end|>\n<|im_start|>assistant\n"
 
 
@@ -372,7 +372,7 @@ def row_head(conv, tmp_path: Path, row: np.ndarray, bias: float = 0.0) -> Path:
 @pytest.fixture(scope="module")
 def plain(tiny_models):
     """The same model without embeddings: its logits are the reference."""
-    model = Model(tiny_models["target"], ModelConfig(n_ctx=512, n_batch=64, n_seq_max=8, n_threads=2))
+    model = Model(tiny_models["target"], ModelConfig(n_ctx=512, n_batch=64, n_seq_max=8, n_threads=1))
     yield model
     model.close()
 
