@@ -194,7 +194,9 @@ class PromptedReward:
         query = self._query_tokens(problem)
         bodies = [model.tokenize(self.layout.step.format(step=c), parse_special=True) for c in candidates]
         forks = model.fork(head, len(candidates))
-        model.extend([(s, b) for s, b in zip(forks, bodies)], kind="scored")
+        work = [(s, b) for s, b in zip(forks, bodies) if b]  # an empty step (just end-of-turn) adds nothing
+        if work:
+            model.extend(work, kind="scored")
         ends = [(len(s.tokens), s.logits) for s in forks]
         if query:
             model.extend([(s, query) for s in forks], kind="prompt")

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from specs_local.cli import main
 
-FAST = ["--n", "2", "--max-steps", "3", "--max-step-tokens", "8", "--threads", "2", "--ctx", "2048"]
+FAST = ["--n", "2", "--max-steps", "3", "--max-step-tokens", "8", "--threads", "1", "--ctx", "2048"]
 
 
 @pytest.fixture()

@@ -8,7 +8,7 @@ from specs_local.engine import Model, ModelConfig
 from specs_local.errors import ContextFullError, ModelLoadError, OutOfSequencesError
 from specs_local.sampling import SamplerParams
 
-CONFIG = ModelConfig(n_ctx=1024, n_batch=64, n_seq_max=8, n_threads=2)
+CONFIG = ModelConfig(n_ctx=1024, n_batch=64, n_seq_max=8, n_threads=1)
 PROMPT = "<|im_start|>user\nWhat is 12 times 7?<|im_end|>\n<|im_start|>assistant\n"
 
 
@@ -49,7 +49,7 @@ def test_forked_prefix_scores_equal_a_fresh_context(tiny_models, target):
 
 def test_scores_do_not_depend_on_batch_chunking(tiny_models):
     """A continuation longer than n_batch is split over several decodes."""
-    small = Model(tiny_models["target"], ModelConfig(n_ctx=1024, n_batch=16, n_seq_max=4, n_threads=2))
+    small = Model(tiny_models["target"], ModelConfig(n_ctx=1024, n_batch=16, n_seq_max=4, n_threads=1))
     try:
         prefix = small.tokenize(PROMPT)
         cont = small.tokenize("Step one: 12 * 7 = 84. " * 3)

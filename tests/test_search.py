@@ -11,7 +11,7 @@ from specs_local.solver import EngineOptions, Solver
 
 PROBLEM = "What is 12 times 7?"
 CONFIG = SearchConfig(n=3, beam_width=1, max_steps=4, max_step_tokens=12, final_step_tokens=16, seed=5)
-ENGINE = EngineOptions(threads=2, ctx=2048)
+ENGINE = EngineOptions(threads=1, ctx=2048)
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,7 @@ def test_a_draft_with_another_vocabulary_is_refused(tiny_models):
 def test_a_full_context_stops_cleanly(tiny_models):
     s = Solver.from_paths(tiny_models["target"], tiny_models["draft"], reward_kind="calculator+self",
                           config=SearchConfig(n=4, max_steps=50, max_step_tokens=60, seed=1),
-                          engine=EngineOptions(threads=2, ctx=300))
+                          engine=EngineOptions(threads=1, ctx=300))
     try:
         result = s.solve(PROBLEM, method="specs", tau_reject=-math.inf)
     finally:
