@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field, replace
-from typing import Generator, Iterator
+from typing import Callable, Generator
 
 import numpy as np
 
@@ -160,6 +160,36 @@ def adopt(model: Model, old_head: Sequence, kids: list[Sequence], chosen: int) -
 
 def texts(steps: list[Step]) -> list[str]:
     return [s.text for s in steps]
+
+
+def step_by_step(tracker: "Tracker", problem: str, roles: dict[str, Model], config: SearchConfig,
+                 next_step: Callable[[dict[str, Sequence], list[Step], bool], Step]) -> SearchGenerator:
+    """The loop of the step-wise strategies.
+
+    Each model in ``roles`` starts a sequence with the problem's prompt (its
+    "head"); ``next_step(heads, steps, last)`` makes one step and moves the
+    heads on. The loop stops at the end of the turn, at ``max_steps``, or
+    cleanly when the context is full, and frees every head."""
+    steps: list[Step] = []
+    heads: dict[str, Sequence] = {}
+    stop_reason = "max_steps"
+    try:
+        for role, model in roles.items():
+            heads[role] = start(model, problem)
+        for index in range(config.max_steps):
+            step = next_step(heads, steps, index == config.max_steps - 1)
+            steps.append(step)
+            yield step
+            if step.ends_turn:
+                stop_reason = "eos"
+                break
+    except ContextFullError:
+        stop_reason = "context_full"
+    finally:
+        for role, seq in heads.items():
+            roles[role].release(seq)
+        tracker.models.reward.reset()
+    return tracker.result(steps, stop_reason)
 
 
 def run(strategy: SearchGenerator) -> SearchResult:

@@ -22,9 +22,8 @@ from enum import Enum
 import numpy as np
 
 from ..engine import Sequence
-from ..errors import ContextFullError
 from ..sampling import softmax
-from .common import Models, SearchConfig, SearchGenerator, Step, Tracker, adopt, propose, start, texts
+from .common import Models, SearchConfig, SearchGenerator, Step, Tracker, adopt, propose, step_by_step, texts
 
 
 class Mode(Enum):
@@ -72,50 +71,30 @@ def next_mode(draft_accepted: bool, target_reward: float | None, tau_switch: flo
 
 
 def specs(problem: str, models: Models, config: SearchConfig) -> SearchGenerator:
-    target, reward = models.target, models.reward
-    draft = models.require_draft()
-    tracker = Tracker("specs", models, config)
+    target, draft = models.target, models.require_draft()
     rng = np.random.default_rng(config.seed)
-    steps: list[Step] = []
-    stop_reason = "max_steps"
-    head_t: Sequence | None = None
-    head_d: Sequence | None = None
-    mode = Mode.TARGET
-    try:
-        head_t = start(target, problem)
-        head_d = start(draft, problem)
-        for index in range(config.max_steps):
-            last = index == config.max_steps - 1
-            step = None
-            if mode is Mode.DRAFT:
-                step, head_t, head_d = _draft_step(problem, models, config, rng, steps, head_t, head_d, last)
-            accepted = step is not None
-            if not accepted:  # TARGET mode, or a deferred draft step
-                step, head_t, head_d = _target_step(problem, models, config, rng, steps, head_t, head_d, last,
-                                                    deferred=mode is Mode.DRAFT)
-            mode = next_mode(accepted, None if accepted else step.reward, config.tau_switch)
-            steps.append(step)
-            yield step
-            if step.ends_turn:
-                stop_reason = "eos"
-                break
-    except ContextFullError:
-        stop_reason = "context_full"
-    finally:
-        for model, head in ((target, head_t), (draft, head_d)):
-            if head is not None:
-                model.release(head)
-        reward.reset()
-    return tracker.result(steps, stop_reason)
+    mode = Mode.TARGET  # SPECS starts with the target
+
+    def next_step(heads, steps, last):
+        nonlocal mode
+        step = _draft_step(problem, models, config, rng, steps, heads, last) if mode is Mode.DRAFT else None
+        accepted = step is not None
+        if not accepted:  # TARGET mode, or a deferred draft step
+            step = _target_step(problem, models, config, rng, steps, heads, last, deferred=mode is Mode.DRAFT)
+        mode = next_mode(accepted, None if accepted else step.reward, config.tau_switch)
+        return step
+
+    tracker = Tracker("specs", models, config)
+    return (yield from step_by_step(tracker, problem, {"target": target, "draft": draft}, config, next_step))
 
 
-def _draft_step(problem, models: Models, config, rng, steps, head_t, head_d, last):
-    """One draft-mode step: (Step, new target head, new draft head), or Step None if rejected."""
+def _draft_step(problem, models: Models, config, rng, steps, heads, last) -> Step | None:
+    """One draft-mode step, moving both heads on; None (heads untouched) if every draft is rejected."""
     target, draft, reward = models.target, models.draft, models.reward
-    kids_d, gens = propose(draft, head_d, config.n, config, rng, last)
+    kids_d, gens = propose(draft, heads["draft"], config.n, config, rng, last)
     kids_t: list[Sequence] = []
     try:
-        kids_t, target_lp = target.score(head_t, [g.tokens for g in gens])
+        kids_t, target_lp = target.score(heads["target"], [g.tokens for g in gens])
         target_means = [float(np.mean(lp)) for lp in target_lp]
         draft_means = [g.mean_logprob for g in gens]
         candidate_texts = [g.text for g in gens]
@@ -129,30 +108,31 @@ def _draft_step(problem, models: Models, config, rng, steps, head_t, head_d, las
     if chosen is None:
         target.release_all(kids_t)
         draft.release_all(kids_d)
-        return None, head_t, head_d
+        return None
+    heads["target"] = adopt(target, heads["target"], kids_t, chosen)
+    heads["draft"] = adopt(draft, heads["draft"], kids_d, chosen)
     g = gens[chosen]
-    step = Step(
+    return Step(
         text=g.text, source="draft", reward=float(rewards[chosen]), draft_logprob=draft_means[chosen],
         target_logprob=target_means[chosen], score=float(scores[chosen]), accepted=True,
         candidates=len(gens), tokens=len(g.tokens), ends_turn=g.finish == "eog",
     )
-    return step, adopt(target, head_t, kids_t, chosen), adopt(draft, head_d, kids_d, chosen)
 
 
-def _target_step(problem, models: Models, config, rng, steps, head_t, head_d, last, deferred: bool):
+def _target_step(problem, models: Models, config, rng, steps, heads, last, deferred: bool) -> Step:
     """One target-mode step: n target samples, the best by reward wins."""
     target, draft, reward = models.target, models.draft, models.reward
-    kids_t, gens = propose(target, head_t, config.n, config, rng, last)
+    kids_t, gens = propose(target, heads["target"], config.n, config, rng, last)
     try:
         rewards = reward.score(problem, texts(steps), [g.text for g in gens], contexts=kids_t)
     except BaseException:
         target.release_all(kids_t)
         raise
     chosen = int(np.argmax(rewards))
+    heads["target"] = adopt(target, heads["target"], kids_t, chosen)
     g = gens[chosen]
-    draft.append_lazily(head_d, g.tokens, kind="prompt")  # evaluated only if the draft drafts again
-    step = Step(
+    draft.append_lazily(heads["draft"], g.tokens, kind="prompt")  # evaluated only if the draft drafts again
+    return Step(
         text=g.text, source="target", reward=float(rewards[chosen]), target_logprob=g.mean_logprob,
         deferred=deferred, candidates=len(gens), tokens=len(g.tokens), ends_turn=g.finish == "eog",
     )
-    return step, adopt(target, head_t, kids_t, chosen), head_d
