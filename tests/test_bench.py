@@ -1,0 +1,56 @@
+"""`specs-local bench` end to end on tiny models: 3 problems, 2 methods, every report field."""
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from specs_local.bench import rotated
+from specs_local.cli import main
+from specs_local.costmodel import store_profile
+
+FIELDS = {"accuracy", "accuracy_interval", "correct", "deferrals", "deferrals_per_problem", "draft_step_share",
+          "errors", "finished", "graded", "latency_q1_s", "latency_q3_s", "latency_ratio", "latency_ratio_interval",
+          "mean_acceptance_rate", "mean_evaluated_tokens", "mean_latency_s", "mean_model_seconds", "mean_step_tokens",
+          "mean_steps", "median_latency_s", "n", "predicted_latency_s", "predicted_over_measured", "ratio_pairs"}
+
+
+def test_methods_rotate_from_problem_to_problem():
+    methods = ["specs", "beam-target", "greedy-target"]
+    orders = [rotated(methods, i) for i in range(4)]
+    assert orders[0] == methods and orders[1][0] == "beam-target" and orders[3] == methods
+    assert all(sorted(o) == sorted(methods) for o in orders)
+
+
+def test_bench_on_tiny_models_writes_every_report_field(tiny_models, data_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("SPECS_LOCAL_HOME", str(tmp_path / "home"))
+    # A stored profile of these two files on this machine turns on the cost-model columns.
+    from specs_local.profiling import machine_name
+
+    figures = {"prefill_tps": 2000.0, "decode_tps": {"1": 400.0, "2": 700.0, "4": 1000.0, "8": 1200.0, "16": 1300.0}}
+    store_profile({"machine": machine_name(), "threads": 1, "n_gpu_layers": 0,
+                   "models": {"draft.gguf": figures, "target.gguf": figures}})
+    out = tmp_path / "run"
+    args = ["bench", str(data_dir / "gsm8k.jsonl"), "--limit", "3", "--methods", "specs,beam-target", "--out", str(out),
+            "--draft", str(tiny_models["draft"]), "--target", str(tiny_models["target"]), "--n", "2",
+            "--max-steps", "3", "--max-step-tokens", "8", "--threads", "1", "--no-progress"]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    for method in ("specs", "beam-target"):
+        records = [json.loads(line) for line in (out / f"{method}.jsonl").read_text().splitlines()]
+        assert [r["id"] for r in records] == ["gsm8k/test/0", "gsm8k/test/1", "gsm8k/test/2"]
+        assert all(r["gold"] and "correct" in r and r["method"] == method for r in records)
+    report = json.loads((out / "report.json").read_text())
+    assert {"command", "revision", "machine", "date", "methods", "targets"} <= set(report)
+    for method in ("specs", "beam-target"):
+        assert FIELDS <= set(report["methods"][method]), FIELDS - set(report["methods"][method])
+        assert report["methods"][method]["n"] == 3
+        assert report["methods"][method]["predicted_latency_s"] is not None
+    assert report["methods"]["beam-target"]["latency_ratio"] == 1.0
+    md = (out / "report.md").read_text()
+    assert "| specs |" in md and "| beam-target |" in md and "SPECS vs beam-target" in md
+    assert any("Speculation on" in note for note in report["notes"])
+    # Rerunning resumes: nothing new is solved, the records stay one per problem.
+    again = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert again.exit_code == 0
+    assert len((out / "specs.jsonl").read_text().splitlines()) == 3
