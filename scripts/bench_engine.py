@@ -12,7 +12,6 @@ run), and the Python share of wall time for a 4-sequence, 5-step generation.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import statistics
 import time
 
@@ -72,7 +71,7 @@ def python_share(model: Model, prompt: list[int]) -> tuple[float, float]:
     t0 = time.perf_counter()
     seqs = model.fork(head, 4)
     for _ in range(5):
-        gens = model.generate(seqs, SamplerParams(temperature=0.7), rng, max_tokens=48)
+        model.generate(seqs, SamplerParams(temperature=0.7), rng, max_tokens=48)
         model.flush(seqs)
     wall = time.perf_counter() - t0
     share = (wall - model.usage.decode_seconds) / wall

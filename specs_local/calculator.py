@@ -20,7 +20,6 @@ from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Any
 
-import numpy as np
 
 REWARD_HOLDS = 0.95  # every checkable equality in the step holds
 REWARD_FALSE = 0.05  # at least one equality is false

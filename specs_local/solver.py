@@ -103,14 +103,7 @@ class Solver:
     def solve(self, problem: str, *, method: str | None = None, on_step: Callable[[Step], None] | None = None,
               **changes) -> SearchResult:
         """Solve one problem; ``on_step`` sees each step as soon as it is chosen."""
-        steps = self.stream(problem, method=method, **changes)
-        while True:
-            try:
-                step = next(steps)
-            except StopIteration as done:
-                return done.value
-            if on_step is not None:
-                on_step(step)
+        return run(self.stream(problem, method=method, **changes), on_step)
 
     def _release_everything(self) -> None:
         # A search that stopped half-way (Ctrl-C, an error) may leave sequences
@@ -124,4 +117,4 @@ class Solver:
             model.close()
 
 
-__all__ = ["Solver", "EngineOptions", "run"]
+__all__ = ["Solver", "EngineOptions"]

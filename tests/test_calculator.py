@@ -6,10 +6,9 @@ import time
 import tracemalloc
 from fractions import Fraction
 
-import numpy as np
 import pytest
 
-from specs_local.calculator import (NEUTRAL, REWARD_FALSE, REWARD_HOLDS, check_claims,
+from specs_local.calculator import (REWARD_FALSE, REWARD_HOLDS, check_claims,
                                     check_step, evaluate, extract_claims)
 
 HOLDS, FALSE = REWARD_HOLDS, REWARD_FALSE

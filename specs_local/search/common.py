@@ -192,13 +192,15 @@ def step_by_step(tracker: "Tracker", problem: str, roles: dict[str, Model], conf
     return tracker.result(steps, stop_reason)
 
 
-def run(strategy: SearchGenerator) -> SearchResult:
-    """Drain a strategy's steps and return its result."""
+def run(strategy: SearchGenerator, on_step: Callable[[Step], None] | None = None) -> SearchResult:
+    """Drain a strategy, showing each step to ``on_step``; return its result."""
     while True:
         try:
-            next(strategy)
+            step = next(strategy)
         except StopIteration as done:
             return done.value
+        if on_step is not None:
+            on_step(step)
 
 
 class Tracker:
@@ -214,13 +216,12 @@ class Tracker:
         reward_stats = getattr(models.reward, "stats", None)
         self._reward_before = asdict(reward_stats) if reward_stats is not None else None
 
-    def result(self, steps: list[Step], stop_reason: str, text: str | None = None, extra: dict | None = None,
-               answer: str | None = None) -> SearchResult:
-        text = "".join(s.text for s in steps) if text is None else text
+    def result(self, steps: list[Step], stop_reason: str, extra: dict | None = None) -> SearchResult:
+        text = "".join(s.text for s in steps)
         return SearchResult(
             method=self.method,
             text=text,
-            answer=answer if answer is not None else extract_boxed(text),
+            answer=extract_boxed(text),
             steps=steps,
             stats=self.stats(steps),
             stop_reason=stop_reason,
