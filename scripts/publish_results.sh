@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE=1
 data=../shared/data
 out=docs/results
 mkdir -p "$out"
-math_limit=${1:-10}
+math_limit=${1:-20}
 
 # 1. this machine's profile of the small preset (the cost model's input)
 specs-local profile --preset small --repeats 2 --out "$out/profile-cpu.json" | tee "$out/profile-cpu.txt"
