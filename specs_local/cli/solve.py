@@ -81,9 +81,7 @@ def solve(problem, file, as_json, **opts):
         partial = SearchResult(opts["method"], "".join(s.text for s in steps), None, steps, {}, "interrupted")
         if as_json:
             click.echo(json.dumps(partial.to_dict(), ensure_ascii=False))
-        else:
-            click.echo(f"Interrupted after {len(steps)} steps.", err=True)
-        raise
+        raise  # handle_interrupt says "Interrupted." and exits 130; the steps are already printed
     if as_json:
         click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
         return
