@@ -14,7 +14,15 @@ tokens/s of one batch of b sequences::
 
     {"machine": str, "threads": int | None, "n_gpu_layers": int,
      "models": {"<gguf file name>": {"prefill_tps": float,
-                                     "decode_tps": {"1": float, "2": float, ...}}}}
+                                     "decode_tps": {"1": float, "2": float, ...},
+                                     "prefill_tps_by_batch": {"32": float, ...},   # optional
+                                     "attention_seconds_per_cell": float}}}        # optional
+
+A decode of r rows costs r over the throughput at r rows (one table over
+decode and prefill sizes: a row is a row, whichever sequence it belongs to),
+plus the attention cost of every KV cell each row reads. In a unified cache
+a row reads every live cell, so forks, beams and verifier questions make
+every decode dearer; the engine counts those cells (``attended_cells``).
 
 Profiles are cached per (machine, model file, threads, GPU layers) under
 ``<home>/profiles/``. Because the step statistics (tokens, batch sizes) do not
@@ -81,7 +89,17 @@ def _checked_model(name: str, entry: object, source: str) -> dict:
         if not str(batch).isdigit() or int(batch) < 1 or not _positive(tps):
             raise SpecsError(f"{source}: model {name} has a bad decode_tps entry {batch!r}: {tps!r}")
         checked[str(int(batch))] = float(tps)
-    return {**entry, "prefill_tps": float(entry["prefill_tps"]), "decode_tps": checked}
+    entry = {**entry, "prefill_tps": float(entry["prefill_tps"]), "decode_tps": checked}
+    by_batch = entry.get("prefill_tps_by_batch")
+    if by_batch is not None:
+        if not isinstance(by_batch, dict) or not all(str(b).isdigit() and int(b) >= 1 and _positive(t)
+                                                     for b, t in by_batch.items()):
+            raise SpecsError(f"{source}: model {name} has a bad prefill_tps_by_batch: {by_batch!r}")
+        entry["prefill_tps_by_batch"] = {str(int(b)): float(t) for b, t in by_batch.items()}
+    attention = entry.get("attention_seconds_per_cell", 0.0)
+    if not (_positive(attention) or attention == 0):
+        raise SpecsError(f"{source}: model {name} needs a non-negative attention_seconds_per_cell, not {attention!r}")
+    return entry
 
 
 def check_profile(profile: object, source: str = "profile") -> dict:
@@ -189,6 +207,23 @@ def decode_call_seconds(model_profile: dict, batch: float) -> float:
     return batch / tps
 
 
+PREFILL_ROWS = 256  # the batch at which a profile's single prefill_tps was measured
+
+
+def rows_call_seconds(model_profile: dict, rows: float) -> float:
+    """Seconds of one decode of ``rows`` rows at a shallow context.
+
+    Throughput comes from one table over the decode sizes and the prefill
+    sizes, interpolated linearly in rows and held constant past its ends."""
+    if rows <= 0:
+        return 0.0
+    table = {int(b): t for b, t in model_profile["decode_tps"].items()}
+    prefill = model_profile.get("prefill_tps_by_batch") or {str(PREFILL_ROWS): model_profile["prefill_tps"]}
+    table.update({int(b): t for b, t in prefill.items()})
+    sizes = sorted(table)
+    return rows / float(np.interp(rows, sizes, [table[b] for b in sizes]))
+
+
 def _model_entry(profile: dict, model_file: str, model_map: dict | None) -> dict:
     name = (model_map or {}).get(model_file, model_file)
     entry = profile["models"].get(name)
@@ -201,9 +236,15 @@ def _model_entry(profile: dict, model_file: str, model_map: dict | None) -> dict
 def model_seconds(usage: dict, model_profile: dict) -> float:
     """Predicted seconds one model spent in a search, from its usage stats.
 
-    Generation decodes cost ``generation_calls`` calls at the mean generation
-    batch; every other evaluated token (prompts, pending tokens, scored drafts,
-    verifier questions) is costed as prefill."""
+    With the decode shapes recorded (``decode_batches``, ``attended_cells``):
+    each size class costs its calls at their mean rows, plus the attention
+    cost of the cells attended. Stats from before those were recorded: the
+    generation decodes cost ``generation_calls`` calls at the mean generation
+    batch, and every other evaluated token is costed as prefill."""
+    if "decode_batches" in usage:
+        shapes = sum(calls * rows_call_seconds(model_profile, rows / calls)
+                     for calls, rows in usage["decode_batches"].values() if calls)
+        return shapes + model_profile.get("attention_seconds_per_cell", 0.0) * usage.get("attended_cells", 0)
     calls = usage.get("generation_calls", 0)
     batch = usage.get("mean_generation_batch", 0.0)
     rows = round(calls * batch)
@@ -280,7 +321,7 @@ def speculation_ratio(profile: dict, draft_file: str, target_file: str, n: int, 
     target = _model_entry(profile, Path(target_file).name, None)
     target_step = step_tokens * decode_call_seconds(target, n)
     drafting = step_tokens * decode_call_seconds(draft, n)
-    scoring = n * step_tokens / target["prefill_tps"]
+    scoring = rows_call_seconds(target, n * step_tokens)
     return (drafting + scoring + (1.0 - acceptance) * target_step) / target_step
 
 

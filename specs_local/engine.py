@@ -97,6 +97,7 @@ class Sequence:
     pending_kind: str = "generated"  # how pending tokens count once evaluated
     logits: np.ndarray | None = None
     hidden: np.ndarray | None = None  # last token's hidden state, in embeddings mode
+    cells: list[int] = field(default_factory=list)  # KV cell ids of ``tokens``, shared with forks
 
     @property
     def length(self) -> int:
@@ -132,13 +133,62 @@ class Usage:
     generation_rows: int = 0  # rows fed by generation decodes (for the mean batch size)
     generation_calls: int = 0
     generation_seconds: float = 0.0
+    # The shape of every decode, for the cost model: {batch size class: [calls, rows]}
+    # and the sum over rows of the KV cells alive when the row was decoded.
+    decode_batches: dict[str, list[int]] = field(default_factory=dict)
+    attended_cells: int = 0
 
     def add(self, kind: str, n: int) -> None:
         setattr(self, kind, getattr(self, kind) + n)
 
+    def add_decode(self, rows: int, live_cells: int) -> None:
+        tally = self.decode_batches.setdefault(batch_class(rows), [0, 0])
+        tally[0] += 1
+        tally[1] += rows
+        self.attended_cells += rows * live_cells
+
     @property
     def counted(self) -> int:
         return self.prompt + self.generated + self.scored
+
+
+def batch_class(rows: int) -> str:
+    """Decode sizes up to 16 (one row per sequence) are kept exact; larger
+    ones (prefills) go to the next power of two."""
+    return str(rows if rows <= 16 else 1 << (rows - 1).bit_length())
+
+
+class KVCells:
+    """The KV cells alive in a unified cache, counted as llama.cpp holds them:
+    a fork shares its parent's cells, and a cell lives while any sequence
+    holds it. Attention reads every live cell of a unified cache, so a
+    decode's cost grows with this count, not only with the sequence's length."""
+
+    def __init__(self) -> None:
+        self._holders: dict[int, int] = {}
+        self._next_id = 0
+
+    @property
+    def live(self) -> int:
+        return len(self._holders)
+
+    def new(self, n: int) -> list[int]:
+        ids = list(range(self._next_id, self._next_id + n))
+        self._next_id += n
+        self._holders.update((i, 1) for i in ids)
+        return ids
+
+    def share(self, cells: list[int]) -> None:
+        for cell in cells:
+            self._holders[cell] += 1
+
+    def drop(self, cells: list[int]) -> None:
+        for cell in cells:
+            holders = self._holders[cell] - 1
+            if holders:
+                self._holders[cell] = holders
+            else:
+                del self._holders[cell]
 
 
 # ---------------------------------------------------------------------------
@@ -182,6 +232,7 @@ class Model:
         self._batch = llama.llama_batch_init(self.n_batch, 0, 1)
         self._free_ids = list(range(config.n_seq_max - 1, -1, -1))
         self._live: dict[int, Sequence] = {}
+        self._cells = KVCells()
         self._pieces: dict[int, bytes] = {}
         self.usage = Usage()
         self._seen_single = self._seen_multi = False
@@ -384,6 +435,8 @@ class Model:
             child = self._allocate()
             llama.llama_memory_seq_cp(self._memory, seq.seq_id, child.seq_id, -1, -1)
             child.tokens = list(seq.tokens)
+            child.cells = list(seq.cells)
+            self._cells.share(seq.cells)
             child.logits = seq.logits
             children.append(child)
         return children
@@ -395,6 +448,8 @@ class Model:
             return
         llama.llama_memory_seq_rm(self._memory, seq.seq_id, length, -1)
         seq.tokens = seq.tokens[:length]
+        self._cells.drop(seq.cells[length:])
+        del seq.cells[length:]
         seq.pending = []
         seq.logits = logits
 
@@ -420,7 +475,8 @@ class Model:
         del self._live[seq.seq_id]
         llama.llama_memory_seq_rm(self._memory, seq.seq_id, -1, -1)
         self._free_ids.append(seq.seq_id)
-        seq.tokens, seq.pending, seq.logits = [], [], None
+        self._cells.drop(seq.cells)
+        seq.tokens, seq.pending, seq.logits, seq.cells = [], [], None, []
 
     def release_all(self, seqs: Iterable[Sequence], keep: Sequence | None = None) -> None:
         for seq in seqs:
@@ -435,6 +491,11 @@ class Model:
         """Positions this sequence holds in the KV cache (0 when none)."""
         top = llama.llama_memory_seq_pos_max(self._memory, seq.seq_id)
         return top + 1 if top >= 0 else 0
+
+    @property
+    def live_cells(self) -> int:
+        """KV cells held by any live sequence (shared cells once)."""
+        return self._cells.live
 
     @property
     def live_sequences(self) -> list[Sequence]:
@@ -476,6 +537,7 @@ class Model:
         n_fed = 0
         for seq, fed, n_pending in plan:
             seq.tokens.extend(fed)
+            seq.cells.extend(self._cells.new(len(fed)))
             seq.pending = []
             self.usage.add(seq.pending_kind, n_pending)
             seq.pending_kind = "generated"
@@ -505,7 +567,8 @@ class Model:
                     for item, i, out in chunk
                 ]
             )
-            self._decode_batch()
+            # Cells of this plan are committed after it succeeds; until then count them here.
+            self._decode_batch(live_cells=self._cells.live + start + len(chunk))
             outputs = [(item, i) for item, i, out in chunk if out]
             if outputs:
                 # In embeddings mode llama.cpp outputs every row of the batch, flagged or not.
@@ -527,12 +590,13 @@ class Model:
             b.seq_id[r][0] = seq_id
             b.logits[r] = output
 
-    def _decode_batch(self) -> None:
+    def _decode_batch(self, live_cells: int) -> None:
         t0 = time.perf_counter()
         status = llama.llama_decode(self._ctx, self._batch)
         llama.llama_synchronize(self._ctx)
         self.usage.decode_seconds += time.perf_counter() - t0
         self.usage.decode_calls += 1
+        self.usage.add_decode(self._batch.n_tokens, live_cells)
         if status == 1:
             raise ContextFullError(f"{self.name}: the KV cache is full (n_ctx={self.n_ctx}); raise --ctx")
         if status != 0:

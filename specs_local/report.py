@@ -290,8 +290,9 @@ def cost_model_paragraph(targets: dict) -> str:
         return "No cost-model prediction: no hardware profile of these models on this machine (`specs-local profile`)."
     rows = "; ".join(f"{m} {e['error']:+.0%} ({_met(e['met'])})" for m, e in cost["methods"].items())
     return (f"Predicted vs measured latency, error per method (target within {cost['target']:.0%}): {rows}. "
-            "Predictions count model time only (decodes from the hardware profile), not sampling or other "
-            "Python time.")
+            "Predictions count model time only, not sampling or other Python time: every decode at the "
+            "profile's throughput for its rows, plus the attention cost of the KV cells it read (records "
+            "written before the engine recorded decode shapes: generation batches and prefill tokens only).")
 
 
 # ---------------------------------------------------------------- the plot

@@ -6,6 +6,7 @@ import json
 import pytest
 
 from specs_local.costmodel import (
+    check_profile,
     decode_call_seconds,
     find_profile,
     load_profile,
@@ -15,6 +16,7 @@ from specs_local.costmodel import (
     predict_seconds,
     profile_key,
     profile_path,
+    rows_call_seconds,
     save_profile,
     speculation_can_pay,
     speculation_note,
@@ -75,6 +77,53 @@ def test_decode_call_seconds_of_no_rows_is_zero():
     assert decode_call_seconds(SIMPLE["models"]["t.gguf"], 0) == 0.0
 
 
+# Measured by `specs-local profile` since it records decode shapes: prefill by batch and attention.
+SHAPED = {"machine": "shaped", "threads": 2, "n_gpu_layers": 0, "models": {
+    "t.gguf": {"prefill_tps": 100.0, "decode_tps": {"1": 10.0, "4": 40.0},
+               "prefill_tps_by_batch": {"64": 80.0, "256": 100.0}, "attention_seconds_per_cell": 1e-5},
+}}
+
+
+@pytest.mark.parametrize("rows, seconds", [
+    (4, 4 / 40), (64, 64 / 80), (256, 256 / 100),  # measured sizes, decode and prefill in one table
+    (34, 34 / 60),  # halfway from 4 rows (40 tok/s) to 64 rows (80 tok/s)
+    (512, 512 / 100),  # held past the largest size
+])
+def test_rows_call_seconds_spans_decode_and_prefill_sizes(rows, seconds):
+    assert rows_call_seconds(SHAPED["models"]["t.gguf"], rows) == pytest.approx(seconds)
+
+
+def test_rows_call_seconds_of_an_older_profile_places_prefill_at_256_rows():
+    # SIMPLE has no prefill_tps_by_batch: its prefill_tps (100) stands at 256 rows.
+    assert rows_call_seconds(SIMPLE["models"]["t.gguf"], 256) == pytest.approx(256 / 100)
+    assert rows_call_seconds(SIMPLE["models"]["t.gguf"], 130) == pytest.approx(130 / 70)
+
+
+def test_predict_from_decode_shapes_adds_the_attention_of_every_cell():
+    shaped = usage("t.gguf", 0, 0.0, 0, decode_batches={"4": [10, 40], "64": [2, 100]}, attended_cells=20000)
+    # 10 calls of 4 rows at 40 tok/s, 2 calls of 50 rows (between 4 and 64 rows: 40 + 46/60*40 tok/s),
+    # and 20000 cells at 1e-5 s each.
+    expected = 10 * 4 / 40 + 2 * 50 / (40 + 46 / 60 * 40) + 20000 * 1e-5
+    stats = {"models": {"target": shaped}}
+    assert predict_seconds(stats, SHAPED) == pytest.approx(expected)
+
+
+def test_a_profile_without_attention_costs_no_attention():
+    shaped = usage("t.gguf", 0, 0.0, 0, decode_batches={"1": [5, 5]}, attended_cells=10**9)
+    assert predict_seconds({"models": {"t": shaped}}, SIMPLE) == pytest.approx(5 * 1 / 10)
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"prefill_tps_by_batch": {"x": 1.0}}, "bad prefill_tps_by_batch"),
+    ({"prefill_tps_by_batch": {"64": -1.0}}, "bad prefill_tps_by_batch"),
+    ({"attention_seconds_per_cell": -1e-6}, "non-negative attention_seconds_per_cell"),
+])
+def test_check_profile_refuses_bad_shape_figures(extra, message):
+    entry = {"prefill_tps": 1.0, "decode_tps": {"1": 1.0}, **extra}
+    with pytest.raises(SpecsError, match=message):
+        check_profile({"machine": "m", "models": {"x.gguf": entry}})
+
+
 # ---------------------------------------------------------------- predictions
 
 
@@ -107,8 +156,10 @@ def test_method_latency_is_the_mean_over_finished_problems():
 
 def test_speculation_cannot_pay_on_this_cpu():
     ratio = speculation_ratio(CPU, DRAFT, TARGET, n=4)
-    # draft 60 tokens at batch 4 + target scoring 240 tokens, over target 60 tokens at batch 4
-    expected = (60 * 4 / 75.4 + 240 / 70.0) / (60 * 4 / 37.8)
+    # draft 60 tokens at batch 4 + target scoring 240 tokens, over target 60 tokens at batch 4;
+    # 240 rows run at the throughput interpolated from 8 rows (34.4) to 256 rows (70.0)
+    scoring_tps = 34.4 + (240 - 8) / (256 - 8) * (70.0 - 34.4)
+    expected = (60 * 4 / 75.4 + 240 / scoring_tps) / (60 * 4 / 37.8)
     assert ratio == pytest.approx(expected)
     assert ratio > 1
     assert not speculation_can_pay(CPU, DRAFT, TARGET, n=4)

@@ -110,6 +110,41 @@ def test_release_frees_every_cell(target):
     assert all(target.cells_used(s) == 0 for s in probe)
 
 
+def some_tokens(model, n: int) -> list[int]:
+    tokens = model.tokenize(PROMPT * (n // 4 + 1))[:n]
+    assert len(tokens) == n
+    return tokens
+
+
+def test_live_cells_count_shared_cells_once(target):
+    """Forks share their parent's cells; a cell lives while any sequence holds it."""
+    head = target.new_sequence(some_tokens(target, 10))
+    assert target.live_cells == 10
+    kids = target.fork(head, 3)
+    assert target.live_cells == 10
+    target.extend([(k, some_tokens(target, 5)) for k in kids], kind="prompt")
+    assert target.live_cells == 10 + 3 * 5
+    target.release(head)
+    assert target.live_cells == 25  # the kids still hold the prefix
+    target.truncate(kids[0], 10)
+    assert target.live_cells == 20
+    target.release_all(kids)
+    assert target.live_cells == 0
+
+
+def test_usage_records_each_decode_shape_and_the_cells_it_attended(target):
+    target.reset_usage()
+    head = target.new_sequence(some_tokens(target, 10))  # one decode of 10 rows
+    kids = target.fork(head, 2)
+    target.extend([(k, [head.tokens[0]]) for k in kids], kind="prompt")  # one decode of 2 rows
+    many = some_tokens(target, 40)
+    target.extend([(head, many)], kind="prompt")  # 40 rows: the size class 64
+    usage = target.usage
+    assert usage.decode_batches == {"10": [1, 10], "2": [1, 2], "64": [1, 40]}
+    assert usage.attended_cells == 10 * 10 + 2 * 12 + 40 * 52
+    target.release_all(kids + [head])
+
+
 def test_truncate_then_extend_matches_never_having_appended(target):
     prefix = target.tokenize(PROMPT)
     seq = target.new_sequence(prefix)

@@ -93,7 +93,9 @@ def profile(preset, models, batches, repeats, threads, n_gpu_layers, out_file):
 
     def show(name, figures):
         rates = ", ".join(f"b{b} {v:.1f}" for b, v in figures["decode_tps"].items())
-        click.echo(f"{name}: prefill {figures['prefill_tps']:.1f} tok/s; decode total tok/s {rates}")
+        prefill = ", ".join(f"b{b} {v:.1f}" for b, v in figures["prefill_tps_by_batch"].items())
+        click.echo(f"{name}: prefill tok/s {prefill}; decode total tok/s {rates}; "
+                   f"attention {figures['attention_seconds_per_cell'] * 1e9:.0f} ns per KV cell read")
 
     result = profile_models(paths, threads=threads, n_gpu_layers=n_gpu_layers, batches=sizes, repeats=repeats,
                             on_model=show)

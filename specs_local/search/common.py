@@ -243,6 +243,8 @@ class Tracker:
                 "generation_seconds": round(u.generation_seconds, 4),
                 "generation_calls": u.generation_calls,
                 "mean_generation_batch": round(u.generation_rows / u.generation_calls, 3) if u.generation_calls else 0.0,
+                "decode_batches": {size: list(tally) for size, tally in u.decode_batches.items()},
+                "attended_cells": u.attended_cells,
             }
         drafted = [s for s in steps if s.source == "draft"]
         draft_attempts = len(drafted) + sum(1 for s in steps if s.deferred)
