@@ -34,6 +34,36 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
     }
 
 
+_OPEN_MODELS: list = []
+
+
+@pytest.fixture(scope="module")
+def open_tiny(tiny_models):
+    """``open_tiny(role, config)``: a tiny model for this test module, closed at
+    its end; every sequence it holds is released after each test."""
+    from specs_local.engine import Model
+
+    opened = []
+
+    def open_model(role: str, config):
+        model = Model(tiny_models[role], config)
+        opened.append(model)
+        _OPEN_MODELS.append(model)
+        return model
+
+    yield open_model
+    for model in opened:
+        _OPEN_MODELS.remove(model)
+        model.close()
+
+
+@pytest.fixture(autouse=True)
+def _release_sequences():
+    yield
+    for model in _OPEN_MODELS:
+        model.release_all(model.live_sequences)
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     for candidate in (ROOT.parent / "shared" / "data", Path("/work/shared/data")):

@@ -13,16 +13,8 @@ PROMPT = "<|im_start|>user\nWhat is 12 times 7?<|im_end|>\n<|im_start|>assistant
 
 
 @pytest.fixture(scope="module")
-def target(tiny_models):
-    model = Model(tiny_models["target"], CONFIG)
-    yield model
-    model.close()
-
-
-@pytest.fixture(autouse=True)
-def clean(target):
-    yield
-    target.release_all(target.live_sequences)
+def target(open_tiny):
+    return open_tiny("target", CONFIG)
 
 
 def fresh_logprobs(path, tokens: list[int]) -> np.ndarray:

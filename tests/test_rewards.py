@@ -19,16 +19,8 @@ OPEN = ["We multiply the numbers.\n\n", "Let me think about it.\n\n", "The answe
 
 
 @pytest.fixture(scope="module")
-def target(tiny_models):
-    model = Model(tiny_models["target"], ModelConfig(n_ctx=1024, n_batch=128, n_seq_max=16, n_threads=1))
-    yield model
-    model.close()
-
-
-@pytest.fixture(autouse=True)
-def clean(target):
-    yield
-    target.release_all(target.live_sequences)
+def target(open_tiny):
+    return open_tiny("target", ModelConfig(n_ctx=1024, n_batch=128, n_seq_max=16, n_threads=1))
 
 
 def test_the_candidates_are_what_the_tests_say():

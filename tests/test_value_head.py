@@ -341,10 +341,8 @@ PROMPT = "<|im_start|>user\nWhat is 12 times 7?<|im_end|>\n<|im_start|>assistant
 
 
 @pytest.fixture(scope="module")
-def backbone(tiny_models):
-    model = Model(tiny_models["target"], TINY)
-    yield model
-    model.close()
+def backbone(open_tiny):
+    return open_tiny("target", TINY)
 
 
 @pytest.fixture(scope="module")
@@ -370,11 +368,9 @@ def row_head(conv, tmp_path: Path, row: np.ndarray, bias: float = 0.0) -> Path:
 
 
 @pytest.fixture(scope="module")
-def plain(tiny_models):
+def plain(open_tiny):
     """The same model without embeddings: its logits are the reference."""
-    model = Model(tiny_models["target"], ModelConfig(n_ctx=512, n_batch=64, n_seq_max=8, n_threads=1))
-    yield model
-    model.close()
+    return open_tiny("target", ModelConfig(n_ctx=512, n_batch=64, n_seq_max=8, n_threads=1))
 
 
 def plain_logits(plain: Model, tokens: list[int]) -> np.ndarray:
