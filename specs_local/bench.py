@@ -50,10 +50,10 @@ class BenchProgress:
 
 
 def run_bench(problems: list[Problem], methods: list[str], out_dir: Path, solve, *, progress: bool = True,
-              out: TextIO = sys.stderr) -> dict[str, list[dict]]:
+              trace: bool = False, out: TextIO = sys.stderr) -> dict[str, list[dict]]:
     """Run every (problem, method) pair not yet on disk; return the records by method.
 
-    ``solve(text, method) -> result dict``."""
+    ``solve(text, method) -> result dict``; ``trace`` keeps every step in the records."""
     if not methods:
         raise SpecsError("no methods to bench")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -69,7 +69,7 @@ def run_bench(problems: list[Problem], methods: list[str], out_dir: Path, solve,
                     continue
                 if progress:
                     bar.show(f"{problem.id}: {method}")
-                record = solve_record(problem, lambda text, m=method: solve(text, m), method=method)
+                record = solve_record(problem, lambda text, m=method: solve(text, m), method=method, trace=trace)
                 logs[method].append(record)
                 bar.count(record)
             bar.done = index + 1

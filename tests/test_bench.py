@@ -33,13 +33,19 @@ def test_bench_on_tiny_models_writes_every_report_field(tiny_models, data_dir, t
     out = tmp_path / "run"
     args = ["bench", str(data_dir / "gsm8k.jsonl"), "--limit", "3", "--methods", "specs,beam-target", "--out", str(out),
             "--draft", str(tiny_models["draft"]), "--target", str(tiny_models["target"]), "--n", "2",
-            "--max-steps", "3", "--max-step-tokens", "8", "--threads", "1", "--no-progress"]
+            "--max-steps", "3", "--max-step-tokens", "8", "--threads", "1", "--no-progress", "--trace"]
     result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     for method in ("specs", "beam-target"):
         records = [json.loads(line) for line in (out / f"{method}.jsonl").read_text().splitlines()]
         assert [r["id"] for r in records] == ["gsm8k/test/0", "gsm8k/test/1", "gsm8k/test/2"]
         assert all(r["gold"] and "correct" in r and r["method"] == method for r in records)
+        # --trace keeps the steps; every record carries the decode shapes the cost model prices.
+        assert all(r["trace"]["steps"] and "".join(s["text"] for s in r["trace"]["steps"]) == r["trace"]["text"]
+                   for r in records)
+        usage = records[0]["stats"]["models"]["target"]
+        assert sum(rows for _, rows in usage["decode_batches"].values()) == usage["evaluated"]
+        assert usage["attended_cells"] >= usage["evaluated"]
     report = json.loads((out / "report.json").read_text())
     assert {"command", "revision", "machine", "date", "methods", "targets"} <= set(report)
     for method in ("specs", "beam-target"):

@@ -37,10 +37,11 @@ def parse_methods(text: str) -> list[str]:
               help="A profile measured elsewhere (e.g. a GPU): the report adds the ratios predicted there.")
 @click.option("--model-map", default=None,
               help="run-file=profile-file pairs, comma-separated, where a profile's file names differ.")
+@click.option("--trace", is_flag=True, help="Keep every step (source, reward, log-probs, score) in the records.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @search_options
 @handle_interrupt
-def bench(data, methods, out_dir, limit, offset, report_only, predict_on, model_map, progress, **opts):
+def bench(data, methods, out_dir, limit, offset, report_only, predict_on, model_map, trace, progress, **opts):
     """Compare methods on the problems in DATA (JSONL with id/problem/answer), models loaded once."""
     from ..batch import read_problems
     from ..bench import read_records, report, run_bench
@@ -64,7 +65,8 @@ def bench(data, methods, out_dir, limit, offset, report_only, predict_on, model_
     else:
         solver = build_solver(opts, progress=progress)
         records = run_bench(problems, method_list, out_dir,
-                            lambda text, method: solver.solve(text, method=method).to_dict(), progress=progress)
+                            lambda text, method: solver.solve(text, method=method).to_dict(), progress=progress,
+                            trace=trace)
         files = [m.name for m in solver.models.distinct().values()]
         profile = find_profile(files, opts["threads"], opts["n_gpu_layers"])
     report(records, out_dir, command=command, profile=profile, other_profiles=others, model_map=mapping)
