@@ -158,3 +158,11 @@ def test_ctrl_c_prints_the_trace_so_far_and_exits_130(tiny_models):
     assert proc.returncode == 130, (out, err)
     assert out.startswith("[step 1 · target")
     assert "Interrupted" in err and "Traceback" not in err
+
+
+def test_python_dash_m_runs_the_command_without_its_console_script():
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "specs_local", "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("Usage: specs-local") and "solve" in out.stdout
