@@ -107,7 +107,8 @@ def report(records_by_method: dict[str, list[dict]], out_dir: Path, *, command: 
     ``profile`` (this machine's) sets predicted beside measured latency;
     ``other_profiles`` (measured elsewhere, e.g. on a GPU) add the SPECS /
     beam-target ratio the cost model predicts there from these runs' steps."""
-    from .costmodel import predict_latencies, predict_ratio_on, speculation_ratio
+    from .costmodel import predict_latencies, predict_ratio_on, priced_by_shape, speculation_ratio
+    from .report import finished_records
     from .profiling import machine_name
     from .report import summarize_methods, write_report
 
@@ -123,6 +124,12 @@ def report(records_by_method: dict[str, list[dict]], out_dir: Path, *, command: 
             ratios = ", ".join(f"{m} {r:.2f}" for m, r in predicted["ratios"].items() if r is not None)
             notes.append(f"Cost model on {predicted['machine']}: predicted latency ratio against beam-target, "
                          f"replaying these runs' step statistics: {ratios}.")
+    if profile is not None:
+        done = [r for recs in records_by_method.values() for r in finished_records(recs)]
+        shaped = sum(priced_by_shape(r) for r in done)
+        notes.append(f"Cost-model basis: {shaped} of {len(done)} finished records carry each decode's shape and the "
+                     "KV cells it read; the others predate that accounting and are predicted from generation "
+                     "batches and prefill tokens alone.")
     summary["notes"] = notes
     write_report(summary, out_dir, command=command, machine=machine_name(), revision=git_revision(),
                  date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), notes=notes)

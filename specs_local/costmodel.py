@@ -253,6 +253,12 @@ def model_seconds(usage: dict, model_profile: dict) -> float:
     return generation + prefill
 
 
+def priced_by_shape(record: dict) -> bool:
+    """Whether a record's stats carry decode shapes (else the older, coarser prediction applies)."""
+    models = record.get("stats", {}).get("models", {})
+    return bool(models) and all("decode_batches" in usage for usage in models.values())
+
+
 def predict_seconds(stats: dict, profile: dict, *, model_map: dict | None = None) -> float:
     """Predicted wall seconds of one search from its stats: the time of every model it used.
 

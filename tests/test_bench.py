@@ -56,6 +56,7 @@ def test_bench_on_tiny_models_writes_every_report_field(tiny_models, data_dir, t
     md = (out / "report.md").read_text()
     assert "| specs |" in md and "| beam-target |" in md and "SPECS vs beam-target" in md
     assert any("Speculation on" in note for note in report["notes"])
+    assert "Cost-model basis: 6 of 6 finished records carry each decode's shape" in "".join(report["notes"])
     # Rerunning resumes: nothing new is solved, the records stay one per problem.
     again = CliRunner().invoke(main, args, catch_exceptions=False)
     assert again.exit_code == 0

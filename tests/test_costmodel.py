@@ -14,6 +14,7 @@ from specs_local.costmodel import (
     predict_method_latency,
     predict_ratio_on,
     predict_seconds,
+    priced_by_shape,
     profile_key,
     profile_path,
     rows_call_seconds,
@@ -279,3 +280,10 @@ def test_speedup_vs_beam_from_the_run_timings():
     # 0.1 s per target call x 100 tokens + 2 s reward = 12 s of beam-target vs 10 s
     assert speedup_vs_beam(stats).startswith("est. speedup vs beam-target (n=4): 1.20x")
     assert "n/a" in speedup_vs_beam({"wall_seconds": 1.0, "n": 4, "models": {}})
+
+
+def test_priced_by_shape_needs_every_model_to_carry_decode_shapes():
+    shaped = usage("t.gguf", 1, 1.0, 1, decode_batches={"1": [1, 1]}, attended_cells=1)
+    assert priced_by_shape(record("a", "specs", {"models": {"target": shaped, "draft": shaped}}))
+    assert not priced_by_shape(record("a", "specs", {"models": {"target": shaped, "draft": usage("d.gguf", 1, 1.0, 1)}}))
+    assert not priced_by_shape(record("a", "specs", {}))
