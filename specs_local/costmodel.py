@@ -19,10 +19,14 @@ tokens/s of one batch of b sequences::
                                      "attention_seconds_per_cell": float}}}        # optional
 
 A decode of r rows costs r over the throughput at r rows (one table over
-decode and prefill sizes: a row is a row, whichever sequence it belongs to),
-plus the attention cost of every KV cell each row reads. In a unified cache
-a row reads every live cell, so forks, beams and verifier questions make
-every decode dearer; the engine counts those cells (``attended_cells``).
+decode and prefill sizes: a row is a row, whichever sequence it belongs to).
+A decode-sized call (up to 16 rows) also costs ``attention_seconds_per_cell``
+for every KV cell each row reads: in a unified cache a row reads every live
+cell, so forks, beams and verifier questions make every decode dearer, and on
+a CPU that cost is per row. The engine counts the cells per size class. A
+prefill-sized call reads them as one matrix product, far cheaper per cell
+(measured here: subtracting the decode rate from prefill timings drove them
+negative), so it is priced at its measured rate alone.
 
 Profiles are cached per (machine, model file, threads, GPU layers) under
 ``<home>/profiles/``. Because the step statistics (tokens, batch sizes) do not
@@ -208,6 +212,7 @@ def decode_call_seconds(model_profile: dict, batch: float) -> float:
 
 
 PREFILL_ROWS = 256  # the batch at which a profile's single prefill_tps was measured
+DECODE_ROWS_MAX = 16  # calls up to this many rows pay attention per cell read
 
 
 def rows_call_seconds(model_profile: dict, rows: float) -> float:
@@ -242,9 +247,13 @@ def model_seconds(usage: dict, model_profile: dict) -> float:
     generation decodes cost ``generation_calls`` calls at the mean generation
     batch, and every other evaluated token is costed as prefill."""
     if "decode_batches" in usage:
-        shapes = sum(calls * rows_call_seconds(model_profile, rows / calls)
-                     for calls, rows in usage["decode_batches"].values() if calls)
-        return shapes + model_profile.get("attention_seconds_per_cell", 0.0) * usage.get("attended_cells", 0)
+        attention = model_profile.get("attention_seconds_per_cell", 0.0)
+        seconds = 0.0
+        for size, (calls, rows, cells) in usage["decode_batches"].items():
+            seconds += calls * rows_call_seconds(model_profile, rows / calls) if calls else 0.0
+            if int(size) <= DECODE_ROWS_MAX:
+                seconds += attention * cells
+        return seconds
     calls = usage.get("generation_calls", 0)
     batch = usage.get("mean_generation_batch", 0.0)
     rows = round(calls * batch)

@@ -133,8 +133,8 @@ class Usage:
     generation_rows: int = 0  # rows fed by generation decodes (for the mean batch size)
     generation_calls: int = 0
     generation_seconds: float = 0.0
-    # The shape of every decode, for the cost model: {batch size class: [calls, rows]}
-    # and the sum over rows of the KV cells alive when the row was decoded.
+    # The shape of every decode, for the cost model: {batch size class: [calls, rows,
+    # cells read]}, a row reading every KV cell alive when it was decoded; and the total.
     decode_batches: dict[str, list[int]] = field(default_factory=dict)
     attended_cells: int = 0
 
@@ -142,9 +142,10 @@ class Usage:
         setattr(self, kind, getattr(self, kind) + n)
 
     def add_decode(self, rows: int, live_cells: int) -> None:
-        tally = self.decode_batches.setdefault(batch_class(rows), [0, 0])
+        tally = self.decode_batches.setdefault(batch_class(rows), [0, 0, 0])
         tally[0] += 1
         tally[1] += rows
+        tally[2] += rows * live_cells
         self.attended_cells += rows * live_cells
 
     @property

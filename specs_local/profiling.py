@@ -23,13 +23,12 @@ def decode_work(model: Model, action) -> tuple[float, int]:
     return model.usage.decode_seconds - seconds, model.usage.attended_cells - cells
 
 
-def prefill_rate(model: Model, tokens: list[int], attention: float = 0.0) -> float:
-    """Tokens/s evaluating ``tokens`` into a new sequence, net of ``attention``
-    seconds per attended cell (so that the rate holds at any context depth)."""
+def prefill_rate(model: Model, tokens: list[int]) -> float:
+    """Tokens/s evaluating ``tokens`` into a new sequence."""
     seqs = []
-    seconds, cells = decode_work(model, lambda: seqs.append(model.new_sequence(tokens)))
+    seconds, _ = decode_work(model, lambda: seqs.append(model.new_sequence(tokens)))
     model.release_all(seqs)
-    return len(tokens) / max(seconds - attention * cells, 1e-9)
+    return len(tokens) / seconds
 
 
 def decode_rate(model: Model, prompt: list[int], batch: int, steps: int) -> float:
@@ -46,8 +45,8 @@ def decode_rate(model: Model, prompt: list[int], batch: int, steps: int) -> floa
 
 
 def attention_cost(model: Model, shallow: list[int], deep: list[int], batch: int = 4, steps: int = 32) -> float:
-    """Seconds per attended KV cell: the same batched decode after a deep
-    prefix and after a shallow one, the extra time over the extra cells."""
+    """Seconds per KV cell a decode row reads: the same batched decode after a
+    deep prefix and after a shallow one, the extra time over the extra cells."""
     def generation_after(prefix: list[int]) -> tuple[float, int]:
         head = model.new_sequence(prefix)
         kids = model.fork(head, batch)
@@ -70,7 +69,7 @@ def measure_model(model: Model, batches=(1, 2, 4, 8, 16), *, prefill_sizes=(32, 
     prefill_rate(model, text[:32])  # warm-up: first decodes allocate
     attention = statistics.median(attention_cost(model, prompt, text[:deep_tokens], steps=decode_tokens)
                                   for _ in range(repeats))
-    prefill = {str(n): statistics.median(prefill_rate(model, text[:n], attention) for _ in range(repeats))
+    prefill = {str(n): statistics.median(prefill_rate(model, text[:n]) for _ in range(repeats))
                for n in prefill_sizes}
     decode = {str(b): statistics.median(decode_rate(model, prompt, b, decode_tokens) for _ in range(repeats))
               for b in batches}

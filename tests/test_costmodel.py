@@ -100,17 +100,18 @@ def test_rows_call_seconds_of_an_older_profile_places_prefill_at_256_rows():
     assert rows_call_seconds(SIMPLE["models"]["t.gguf"], 130) == pytest.approx(130 / 70)
 
 
-def test_predict_from_decode_shapes_adds_the_attention_of_every_cell():
-    shaped = usage("t.gguf", 0, 0.0, 0, decode_batches={"4": [10, 40], "64": [2, 100]}, attended_cells=20000)
-    # 10 calls of 4 rows at 40 tok/s, 2 calls of 50 rows (between 4 and 64 rows: 40 + 46/60*40 tok/s),
-    # and 20000 cells at 1e-5 s each.
-    expected = 10 * 4 / 40 + 2 * 50 / (40 + 46 / 60 * 40) + 20000 * 1e-5
+def test_predict_from_decode_shapes_adds_the_attention_of_decode_sized_calls():
+    shaped = usage("t.gguf", 0, 0.0, 0, decode_batches={"4": [10, 40, 20000], "64": [2, 100, 90000]},
+                   attended_cells=110000)
+    # 10 calls of 4 rows at 40 tok/s reading 20000 cells at 1e-5 s each; 2 calls of 50 rows
+    # (between 4 and 64 rows: 40 + 46/60*40 tok/s), whose cells cost nothing extra.
+    expected = 10 * 4 / 40 + 20000 * 1e-5 + 2 * 50 / (40 + 46 / 60 * 40)
     stats = {"models": {"target": shaped}}
     assert predict_seconds(stats, SHAPED) == pytest.approx(expected)
 
 
 def test_a_profile_without_attention_costs_no_attention():
-    shaped = usage("t.gguf", 0, 0.0, 0, decode_batches={"1": [5, 5]}, attended_cells=10**9)
+    shaped = usage("t.gguf", 0, 0.0, 0, decode_batches={"1": [5, 5, 10**9]}, attended_cells=10**9)
     assert predict_seconds({"models": {"t": shaped}}, SIMPLE) == pytest.approx(5 * 1 / 10)
 
 
@@ -283,7 +284,7 @@ def test_speedup_vs_beam_from_the_run_timings():
 
 
 def test_priced_by_shape_needs_every_model_to_carry_decode_shapes():
-    shaped = usage("t.gguf", 1, 1.0, 1, decode_batches={"1": [1, 1]}, attended_cells=1)
+    shaped = usage("t.gguf", 1, 1.0, 1, decode_batches={"1": [1, 1, 1]}, attended_cells=1)
     assert priced_by_shape(record("a", "specs", {"models": {"target": shaped, "draft": shaped}}))
     assert not priced_by_shape(record("a", "specs", {"models": {"target": shaped, "draft": usage("d.gguf", 1, 1.0, 1)}}))
     assert not priced_by_shape(record("a", "specs", {}))

@@ -132,7 +132,7 @@ def test_usage_records_each_decode_shape_and_the_cells_it_attended(target):
     many = some_tokens(target, 40)
     target.extend([(head, many)], kind="prompt")  # 40 rows: the size class 64
     usage = target.usage
-    assert usage.decode_batches == {"10": [1, 10], "2": [1, 2], "64": [1, 40]}
+    assert usage.decode_batches == {"10": [1, 10, 10 * 10], "2": [1, 2, 2 * 12], "64": [1, 40, 40 * 52]}
     assert usage.attended_cells == 10 * 10 + 2 * 12 + 40 * 52
     target.release_all(kids + [head])
 
