@@ -22,8 +22,14 @@ specs-local eval-reward --limit 30 --kinds calculator,self,verifier,calculator+s
 
 # 4. GSM8K, first 20 problems: specs, beam-target, greedy-target at n = 4
 specs-local bench "$data/gsm8k.jsonl" --limit 20 --n 4 --seed 0 \
-    --methods specs,beam-target,greedy-target --out "$out/gsm8k-20" --no-progress
+    --methods specs,beam-target,greedy-target,greedy-draft --out "$out/gsm8k-20" --no-progress
 
 # 5. MATH500, first problems: specs and beam-target
 specs-local bench "$data/math500.jsonl" --limit "$math_limit" --n 4 --seed 0 \
     --methods specs,beam-target --out "$out/math500-$math_limit" --no-progress
+
+# 6. the cost model's validation: reruns whose records carry decode shapes and KV cells read
+specs-local bench "$data/gsm8k.jsonl" --limit 3 --n 4 --seed 0 --trace \
+    --methods specs,beam-target --out "$out/gsm8k-3-costmodel" --no-progress
+specs-local bench "$data/math500.jsonl" --limit 2 --n 4 --seed 0 --trace \
+    --methods specs,beam-target --out "$out/math500-2-costmodel" --no-progress
