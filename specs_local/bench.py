@@ -108,9 +108,8 @@ def report(records_by_method: dict[str, list[dict]], out_dir: Path, *, command: 
     ``other_profiles`` (measured elsewhere, e.g. on a GPU) add the SPECS /
     beam-target ratio the cost model predicts there from these runs' steps."""
     from .costmodel import predict_latencies, predict_ratio_on, priced_by_shape, speculation_ratio
-    from .report import finished_records
     from .profiling import machine_name
-    from .report import summarize_methods, write_report
+    from .report import finished_records, summarize_methods, write_report
 
     predictions = predict_latencies(records_by_method, profile) if profile is not None else None
     summary = summarize_methods(records_by_method, baseline="beam-target", predictions=predictions)

@@ -241,16 +241,16 @@ def _model_entry(profile: dict, model_file: str, model_map: dict | None) -> dict
 def model_seconds(usage: dict, model_profile: dict) -> float:
     """Predicted seconds one model spent in a search, from its usage stats.
 
-    With the decode shapes recorded (``decode_batches``, ``attended_cells``):
-    each size class costs its calls at their mean rows, plus the attention
-    cost of the cells attended. Stats from before those were recorded: the
+    With the decode shapes recorded (``decode_batches``): each size class
+    costs its calls at their mean rows, and a decode-sized class (up to
+    ``DECODE_ROWS_MAX`` rows) also the attention cost of the cells read. Stats from before those were recorded: the
     generation decodes cost ``generation_calls`` calls at the mean generation
     batch, and every other evaluated token is costed as prefill."""
     if "decode_batches" in usage:
         attention = model_profile.get("attention_seconds_per_cell", 0.0)
         seconds = 0.0
         for size, (calls, rows, cells) in usage["decode_batches"].items():
-            seconds += calls * rows_call_seconds(model_profile, rows / calls) if calls else 0.0
+            seconds += calls * rows_call_seconds(model_profile, rows / calls)
             if int(size) <= DECODE_ROWS_MAX:
                 seconds += attention * cells
         return seconds

@@ -134,9 +134,8 @@ class Usage:
     generation_calls: int = 0
     generation_seconds: float = 0.0
     # The shape of every decode, for the cost model: {batch size class: [calls, rows,
-    # cells read]}, a row reading every KV cell alive when it was decoded; and the total.
+    # cells read]}, a row reading every KV cell alive when it was decoded.
     decode_batches: dict[str, list[int]] = field(default_factory=dict)
-    attended_cells: int = 0
 
     def add(self, kind: str, n: int) -> None:
         setattr(self, kind, getattr(self, kind) + n)
@@ -146,7 +145,10 @@ class Usage:
         tally[0] += 1
         tally[1] += rows
         tally[2] += rows * live_cells
-        self.attended_cells += rows * live_cells
+
+    @property
+    def attended_cells(self) -> int:
+        return sum(cells for _, _, cells in self.decode_batches.values())
 
     @property
     def counted(self) -> int:
