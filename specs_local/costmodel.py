@@ -15,18 +15,21 @@ tokens/s of one batch of b sequences::
     {"machine": str, "threads": int | None, "n_gpu_layers": int,
      "models": {"<gguf file name>": {"prefill_tps": float,
                                      "decode_tps": {"1": float, "2": float, ...},
-                                     "prefill_tps_by_batch": {"32": float, ...},   # optional
-                                     "attention_seconds_per_cell": float}}}        # optional
+                                     "prefill_tps_by_batch": {"32": float, ...},          # optional
+                                     "decode_row_seconds_by_depth": {"40": 0.0, "290": float, ...},
+                                     "prefill_row_seconds_by_depth": {...}}}}             # optional
 
 A decode of r rows costs r over the throughput at r rows (one table over
-decode and prefill sizes: a row is a row, whichever sequence it belongs to).
-A decode-sized call (up to 16 rows) also costs ``attention_seconds_per_cell``
-for every KV cell each row reads: in a unified cache a row reads every live
-cell, so forks, beams and verifier questions make every decode dearer, and on
-a CPU that cost is per row. The engine counts the cells per size class. A
-prefill-sized call reads them as one matrix product, far cheaper per cell
-(measured here: subtracting the decode rate from prefill timings drove them
-negative), so it is priced at its measured rate alone.
+decode and prefill sizes, measured at a shallow context: a row is a row,
+whichever sequence it belongs to). On top, each row pays for the KV cells it
+reads: in a unified cache a row reads every live cell, so forks, beams and
+verifier questions make every decode dearer. The two depth tables give that
+extra time per row against the cells read, one for decode-sized calls (up to
+16 rows, where attention is a matrix-vector product per row) and one for
+prefill-sized calls (one matrix product, far cheaper per cell). The engine
+records cells and rows per size class; the mean cells per row of a class is
+looked up in its table. Profiles from before the tables have one
+``attention_seconds_per_cell`` for decode-sized calls (linear in depth).
 
 Profiles are cached per (machine, model file, threads, GPU layers) under
 ``<home>/profiles/``. Because the step statistics (tokens, batch sizes) do not
@@ -76,6 +79,10 @@ def speedup_vs_beam(stats: dict) -> str:
 
 # ---------------------------------------------------------------- profiles
 
+PREFILL_ROWS = 256  # the batch at which a profile's single prefill_tps was measured
+DECODE_ROWS_MAX = 16  # calls up to this many rows are decode-sized
+DEPTH_TABLES = ("decode_row_seconds_by_depth", "prefill_row_seconds_by_depth")
+
 
 def _positive(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
@@ -103,6 +110,14 @@ def _checked_model(name: str, entry: object, source: str) -> dict:
     attention = entry.get("attention_seconds_per_cell", 0.0)
     if not (_positive(attention) or attention == 0):
         raise SpecsError(f"{source}: model {name} needs a non-negative attention_seconds_per_cell, not {attention!r}")
+    for key in DEPTH_TABLES:
+        table = entry.get(key)
+        if table is None:
+            continue
+        if not isinstance(table, dict) or not table or not all(
+                str(d).isdigit() and (_positive(s) or s == 0) for d, s in table.items()):
+            raise SpecsError(f"{source}: model {name} has a bad {key}: {table!r}")
+        entry[key] = {str(int(d)): float(s) for d, s in table.items()}
     return entry
 
 
@@ -211,8 +226,6 @@ def decode_call_seconds(model_profile: dict, batch: float) -> float:
     return batch / tps
 
 
-PREFILL_ROWS = 256  # the batch at which a profile's single prefill_tps was measured
-DECODE_ROWS_MAX = 16  # calls up to this many rows pay attention per cell read
 
 
 def rows_call_seconds(model_profile: dict, rows: float) -> float:
@@ -238,21 +251,41 @@ def _model_entry(profile: dict, model_file: str, model_map: dict | None) -> dict
     return entry
 
 
+def extra_row_seconds(table: dict[str, float], depth: float) -> float:
+    """Seconds a row pays for reading ``depth`` KV cells, from a depth table:
+    linear between the measured depths, held below the shallowest, and
+    extended along the last segment past the deepest."""
+    points = sorted((int(d), s) for d, s in table.items())
+    if depth <= points[-1][0]:
+        return float(np.interp(depth, [d for d, _ in points], [s for _, s in points]))
+    (d0, s0), (d1, s1) = ([(0, 0.0)] + points)[-2:]
+    return max(s1 + (depth - d1) * (s1 - s0) / (d1 - d0), 0.0)
+
+
+def depth_row_seconds(model_profile: dict, rows_per_call: float, depth: float) -> float:
+    """The extra seconds of one row of a call of ``rows_per_call`` rows that reads ``depth`` cells."""
+    decode_sized = rows_per_call <= DECODE_ROWS_MAX
+    table = model_profile.get(DEPTH_TABLES[0] if decode_sized else DEPTH_TABLES[1])
+    if table is not None:
+        return extra_row_seconds(table, depth)
+    # A profile from before the depth tables: one cost per cell, for decode-sized calls.
+    return model_profile.get("attention_seconds_per_cell", 0.0) * depth if decode_sized else 0.0
+
+
 def model_seconds(usage: dict, model_profile: dict) -> float:
     """Predicted seconds one model spent in a search, from its usage stats.
 
     With the decode shapes recorded (``decode_batches``): each size class
-    costs its calls at their mean rows, and a decode-sized class (up to
-    ``DECODE_ROWS_MAX`` rows) also the attention cost of the cells read. Stats from before those were recorded: the
-    generation decodes cost ``generation_calls`` calls at the mean generation
-    batch, and every other evaluated token is costed as prefill."""
+    costs its calls at their mean rows, and its rows what reading their mean
+    cells costs (``depth_row_seconds``). Stats from before those were
+    recorded: the generation decodes cost ``generation_calls`` calls at the
+    mean generation batch, and every other evaluated token is costed as
+    prefill."""
     if "decode_batches" in usage:
-        attention = model_profile.get("attention_seconds_per_cell", 0.0)
         seconds = 0.0
-        for size, (calls, rows, cells) in usage["decode_batches"].items():
+        for calls, rows, cells in usage["decode_batches"].values():
             seconds += calls * rows_call_seconds(model_profile, rows / calls)
-            if int(size) <= DECODE_ROWS_MAX:
-                seconds += attention * cells
+            seconds += rows * depth_row_seconds(model_profile, rows / calls, cells / rows)
         return seconds
     calls = usage.get("generation_calls", 0)
     batch = usage.get("mean_generation_batch", 0.0)

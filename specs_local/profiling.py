@@ -1,19 +1,17 @@
 """Measure a model's speed on this machine: prefill tokens/s and batched decode
-tokens/s, through the engine. ``specs-local profile`` stores the result for
-the cost model; ``scripts/bench_engine.py`` sets it beside a bare ctypes loop."""
+tokens/s, through the engine, and what reading a deep KV cache adds per row.
+``specs-local profile`` stores the result for the cost model. Times are those
+spent inside llama_decode, as the engine records them in a search."""
 from __future__ import annotations
 
 import platform
 import statistics
-import time
 
-import numpy as np
-
-from .engine import Model, ModelConfig
-from .sampling import SamplerParams
+from .engine import Model, ModelConfig, Sequence
 
 SAMPLE_TEXT = "Janet's ducks lay 16 eggs per day. She eats three for breakfast every morning and bakes muffins. "
 CHAT_PROMPT = "<|im_start|>user\nWhat is 12 times 7?<|im_end|>\n<|im_start|>assistant\n"
+DEPTHS = (256, 512, 1024, 2048)  # KV cells a row reads: a GSM8K search reads 100-600, MATH500 up to ~1,500
 
 
 def decode_work(model: Model, action) -> tuple[float, int]:
@@ -31,53 +29,91 @@ def prefill_rate(model: Model, tokens: list[int]) -> float:
     return len(tokens) / seconds
 
 
-def decode_rate(model: Model, prompt: list[int], batch: int, steps: int) -> float:
-    """Total tokens/s of ``batch`` sequences generating together (greedy, no stop)."""
+def decode_rate(model: Model, prompt: list[int], batch: int, tokens: list[int]) -> float:
+    """Total tokens/s of ``batch`` sequences after ``prompt`` decoding together."""
     head = model.new_sequence(prompt)
-    kids = model.fork(head, batch)
-    t0 = time.perf_counter()
-    gens = model.generate(kids, SamplerParams(temperature=0.0), np.random.default_rng(0), max_tokens=steps + 1,
-                          stop_at_delimiter=False)
-    elapsed = time.perf_counter() - t0
-    model.release_all(kids + [head])
-    fed = sum(len(g.tokens) - 1 for g in gens)  # each first token comes from the prompt's logits
-    return fed / elapsed
+    try:
+        seconds_per_row, _ = decode_row_seconds_after(model, head, batch, tokens)
+    finally:
+        model.release(head)
+    return 1.0 / seconds_per_row
 
 
-def attention_cost(model: Model, shallow: list[int], deep: list[int], batch: int = 4, steps: int = 32) -> float:
-    """Seconds per KV cell a decode row reads: the same batched decode after a
-    deep prefix and after a shallow one, the extra time over the extra cells."""
-    def generation_after(prefix: list[int]) -> tuple[float, int]:
-        head = model.new_sequence(prefix)
-        kids = model.fork(head, batch)
-        work = decode_work(model, lambda: model.generate(kids, SamplerParams(temperature=0.0),
-                                                         np.random.default_rng(0), max_tokens=steps + 1,
-                                                         stop_at_delimiter=False))
-        model.release_all(kids + [head])
-        return work
+def decode_row_seconds_after(model: Model, head: Sequence, rows: int, tokens: list[int]) -> tuple[float, float]:
+    """Seconds per row, and cells read per row, of ``rows`` forks of ``head``
+    decoding together, one of ``tokens`` each per call (fed, not sampled: a
+    random-weight model may end its text at once)."""
+    kids = model.fork(head, rows)
 
-    (near_s, near_cells), (far_s, far_cells) = generation_after(shallow), generation_after(deep)
-    return max(far_s - near_s, 0.0) / max(far_cells - near_cells, 1)
+    def decode_each():
+        for token in tokens:
+            model.extend([(kid, [token]) for kid in kids], kind="generated")
+
+    seconds, cells = decode_work(model, decode_each)
+    model.release_all(kids)
+    return seconds / (rows * len(tokens)), cells / (rows * len(tokens))
+
+
+def prefill_row_seconds_after(model: Model, head: Sequence, tokens: list[int]) -> tuple[float, float]:
+    """Seconds per row, and cells read per row, of one prefill of ``tokens`` into a fork of ``head``."""
+    [child] = model.fork(head, 1)
+    seconds, cells = decode_work(model, lambda: model.extend([(child, tokens)], kind="prompt"))
+    model.release(child)
+    return seconds / len(tokens), cells / len(tokens)
+
+
+def depth_costs(model: Model, prompt: list[int], text: list[int], depths=DEPTHS, *, decode_rows: int = 4,
+                prefill_rows: int = 128, steps: int = 16, repeats: int = 3) -> tuple[dict, dict]:
+    """The extra seconds a decode row and a prefill row pay for the KV cells they read.
+
+    In a unified cache every row reads every live cell, so a row costs more
+    the deeper the cache. One head sequence grows from ``prompt`` through each
+    depth of ``text``; at each, batched decodes of ``decode_rows`` forks and a
+    prefill of ``prefill_rows`` tokens into a fork are timed. Each table maps
+    the mean cells a row read to its seconds over the shallow measurement
+    (which is in the table at 0 s): the cost model interpolates in between."""
+    head = model.new_sequence(prompt)
+
+    def medians() -> tuple[tuple[float, float], tuple[float, float]]:
+        decode = [decode_row_seconds_after(model, head, decode_rows, text[:steps]) for _ in range(repeats)]
+        prefill = [prefill_row_seconds_after(model, head, text[:prefill_rows]) for _ in range(repeats)]
+        return tuple((statistics.median(s for s, _ in runs), statistics.median(c for _, c in runs))
+                     for runs in (decode, prefill))
+
+    try:
+        (decode_base, decode_cells), (prefill_base, prefill_cells) = medians()
+        decode, prefill = {str(round(decode_cells)): 0.0}, {str(round(prefill_cells)): 0.0}
+        for depth in depths:
+            if depth <= head.length:
+                continue
+            model.extend([(head, text[head.length - len(prompt):depth - len(prompt)])], kind="prompt")
+            (decode_s, decode_cells), (prefill_s, prefill_cells) = medians()
+            decode[str(round(decode_cells))] = float(f"{max(decode_s - decode_base, 0.0):.4g}")
+            prefill[str(round(prefill_cells))] = float(f"{max(prefill_s - prefill_base, 0.0):.4g}")
+    finally:
+        model.release(head)
+    return decode, prefill
 
 
 def measure_model(model: Model, batches=(1, 2, 4, 8, 16), *, prefill_sizes=(32, 64, 128, 256, 512),
-                  decode_tokens: int = 32, deep_tokens: int = 1024, repeats: int = 3) -> dict:
-    """Median prefill rates by batch size, decode rates by batch size, and
-    the attention cost per KV cell, of one loaded model."""
-    text = model.tokenize(SAMPLE_TEXT * (max(max(prefill_sizes), deep_tokens) // 16 + 1))
+                  depths=DEPTHS, decode_tokens: int = 32, repeats: int = 3) -> dict:
+    """Median prefill rates by batch size and decode rates by batch size at a
+    shallow context, and what a decode row and a prefill row pay by depth, of
+    one loaded model."""
+    text = model.tokenize(SAMPLE_TEXT * (max(max(prefill_sizes), max(depths)) // 16 + 1))
     prompt = model.tokenize(CHAT_PROMPT)
     prefill_rate(model, text[:32])  # warm-up: first decodes allocate
-    attention = statistics.median(attention_cost(model, prompt, text[:deep_tokens], steps=decode_tokens)
-                                  for _ in range(repeats))
     prefill = {str(n): statistics.median(prefill_rate(model, text[:n]) for _ in range(repeats))
                for n in prefill_sizes}
-    decode = {str(b): statistics.median(decode_rate(model, prompt, b, decode_tokens) for _ in range(repeats))
+    decode = {str(b): statistics.median(decode_rate(model, prompt, b, text[:decode_tokens]) for _ in range(repeats))
               for b in batches}
+    decode_by_depth, prefill_by_depth = depth_costs(model, prompt, text, depths, repeats=repeats)
     main_size = str(256 if 256 in prefill_sizes else max(prefill_sizes))
     return {"prefill_tps": round(prefill[main_size], 2),
             "prefill_tps_by_batch": {k: round(v, 2) for k, v in prefill.items()},
             "decode_tps": {k: round(v, 2) for k, v in decode.items()},
-            "attention_seconds_per_cell": float(f"{attention:.4g}")}
+            "decode_row_seconds_by_depth": decode_by_depth,
+            "prefill_row_seconds_by_depth": prefill_by_depth}
 
 
 def machine_name() -> str:

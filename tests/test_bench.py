@@ -63,14 +63,14 @@ def test_bench_on_tiny_models_writes_every_report_field(tiny_models, data_dir, t
     assert len((out / "specs.jsonl").read_text().splitlines()) == 3
 
 
-def test_profile_measures_prefill_decode_and_attention_and_stores_them(tiny_models, tmp_path, monkeypatch):
+def test_profile_measures_prefill_decode_and_cost_by_depth_and_stores_them(tiny_models, tmp_path, monkeypatch):
     monkeypatch.setenv("SPECS_LOCAL_HOME", str(tmp_path / "home"))
     out = tmp_path / "profile.json"
     args = ["profile", "--model", str(tiny_models["draft"]), "--batches", "1,2", "--repeats", "1",
             "--threads", "1", "--out", str(out)]
     result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert "attention" in result.output and "stored:" in result.output
+    assert "extra ms per row by cells read" in result.output and "stored:" in result.output
     from specs_local.costmodel import find_profile
 
     profile = json.loads(out.read_text())
@@ -79,6 +79,12 @@ def test_profile_measures_prefill_decode_and_attention_and_stores_them(tiny_mode
     assert set(figures["prefill_tps_by_batch"]) == {"32", "64", "128", "256", "512"}
     assert figures["prefill_tps"] == figures["prefill_tps_by_batch"]["256"]
     assert all(v > 0 for v in [*figures["decode_tps"].values(), *figures["prefill_tps_by_batch"].values()])
-    assert figures["attention_seconds_per_cell"] >= 0
+    for kind in ("decode", "prefill"):
+        # The shallow baseline at 0 s, then one entry per depth, deeper rows reading more cells.
+        table = figures[f"{kind}_row_seconds_by_depth"]
+        depths = sorted(int(d) for d in table)
+        assert len(depths) == 5 and table[str(depths[0])] == 0.0
+        assert depths[0] < 256 <= depths[1] and depths[-1] >= 2048
+        assert all(s >= 0 for s in table.values())
     assert figures["prefill_tps_by_batch"]["512"] < 1e6  # a rate, not a division by ~0
     assert find_profile([tiny_models["draft"]], threads=1, n_gpu_layers=0) == profile

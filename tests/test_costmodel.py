@@ -8,6 +8,7 @@ import pytest
 from specs_local.costmodel import (
     check_profile,
     decode_call_seconds,
+    extra_row_seconds,
     find_profile,
     load_profile,
     predict_latencies,
@@ -115,10 +116,52 @@ def test_a_profile_without_attention_costs_no_attention():
     assert predict_seconds({"models": {"t": shaped}}, SIMPLE) == pytest.approx(5 * 1 / 10)
 
 
+# Measured by `specs-local profile` since it records cost by depth: a shallow baseline at 0 s.
+DEPTHED = {"machine": "depthed", "threads": 2, "n_gpu_layers": 0, "models": {
+    "t.gguf": {"prefill_tps": 100.0, "decode_tps": {"1": 10.0, "4": 40.0},
+               "prefill_tps_by_batch": {"64": 80.0, "256": 100.0},
+               "decode_row_seconds_by_depth": {"50": 0.0, "300": 0.002, "1100": 0.010},
+               "prefill_row_seconds_by_depth": {"150": 0.0, "1150": 0.001}},
+}}
+
+
+@pytest.mark.parametrize("depth, seconds", [
+    (20, 0.0), (50, 0.0),  # at or below the shallow baseline: nothing extra
+    (300, 0.002), (1100, 0.010),  # measured depths
+    (700, 0.006),  # halfway from 300 to 1100
+    (1500, 0.014),  # past the deepest: along the last segment (1e-5 s per cell)
+])
+def test_extra_row_seconds_interpolates_in_depth(depth, seconds):
+    table = DEPTHED["models"]["t.gguf"]["decode_row_seconds_by_depth"]
+    assert extra_row_seconds(table, depth) == pytest.approx(seconds)
+
+
+def test_extra_row_seconds_of_a_single_depth_extends_through_zero():
+    assert extra_row_seconds({"1000": 0.01}, 2000) == pytest.approx(0.02)
+
+
+def test_predict_from_depth_tables_prices_decode_and_prefill_rows_by_the_cells_they_read():
+    shaped = usage("t.gguf", 0, 0.0, 0, decode_batches={"4": [10, 40, 28000], "64": [2, 100, 115000]},
+                   attended_cells=143000)
+    # 10 calls of 4 rows, each row reading 700 cells (0.006 s extra by the decode table);
+    # 2 calls of 50 rows reading 1150 cells each (0.001 s extra by the prefill table).
+    expected = 10 * 4 / 40 + 40 * 0.006 + 2 * 50 / (40 + 46 / 60 * 40) + 100 * 0.001
+    assert predict_seconds({"models": {"target": shaped}}, DEPTHED) == pytest.approx(expected)
+
+
+def test_check_profile_keeps_depth_tables_with_integer_keys():
+    entry = {"prefill_tps": 1.0, "decode_tps": {"1": 1.0}, "decode_row_seconds_by_depth": {"0300": 0.002, 40: 0}}
+    checked = check_profile({"machine": "m", "models": {"x.gguf": entry}})
+    assert checked["models"]["x.gguf"]["decode_row_seconds_by_depth"] == {"300": 0.002, "40": 0.0}
+
+
 @pytest.mark.parametrize("extra, message", [
     ({"prefill_tps_by_batch": {"x": 1.0}}, "bad prefill_tps_by_batch"),
     ({"prefill_tps_by_batch": {"64": -1.0}}, "bad prefill_tps_by_batch"),
     ({"attention_seconds_per_cell": -1e-6}, "non-negative attention_seconds_per_cell"),
+    ({"decode_row_seconds_by_depth": {}}, "bad decode_row_seconds_by_depth"),
+    ({"prefill_row_seconds_by_depth": {"deep": 0.1}}, "bad prefill_row_seconds_by_depth"),
+    ({"decode_row_seconds_by_depth": {"300": -0.1}}, "bad decode_row_seconds_by_depth"),
 ])
 def test_check_profile_refuses_bad_shape_figures(extra, message):
     entry = {"prefill_tps": 1.0, "decode_tps": {"1": 1.0}, **extra}

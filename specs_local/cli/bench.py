@@ -96,8 +96,10 @@ def profile(preset, models, batches, repeats, threads, n_gpu_layers, out_file):
     def show(name, figures):
         rates = ", ".join(f"b{b} {v:.1f}" for b, v in figures["decode_tps"].items())
         prefill = ", ".join(f"b{b} {v:.1f}" for b, v in figures["prefill_tps_by_batch"].items())
-        click.echo(f"{name}: prefill tok/s {prefill}; decode total tok/s {rates}; "
-                   f"attention {figures['attention_seconds_per_cell'] * 1e9:.0f} ns per KV cell read")
+        depth = {kind: ", ".join(f"{d} cells {s * 1000:.1f}" for d, s in figures[f"{kind}_row_seconds_by_depth"].items())
+                 for kind in ("decode", "prefill")}
+        click.echo(f"{name}: prefill tok/s {prefill}; decode total tok/s {rates}; extra ms per row by cells read: "
+                   f"decode {depth['decode']}; prefill {depth['prefill']}")
 
     result = profile_models(paths, threads=threads, n_gpu_layers=n_gpu_layers, batches=sizes, repeats=repeats,
                             on_model=show)
