@@ -291,8 +291,9 @@ def cost_model_paragraph(targets: dict) -> str:
     rows = "; ".join(f"{m} {e['error']:+.0%} ({_met(e['met'])})" for m, e in cost["methods"].items())
     return (f"Predicted vs measured latency, error per method (target within {cost['target']:.0%}): {rows}. "
             "Predictions count model time only, not sampling or other Python time: every decode at the "
-            "profile's throughput for its rows, plus, for calls of up to 16 rows, the KV cells they read (records "
-            "written before the engine recorded decode shapes: generation batches and prefill tokens only).")
+            "profile's throughput for its rows, plus what its rows pay for the KV cells they read, by the "
+            "profile's depth tables (records written before the engine recorded decode shapes: generation "
+            "batches and prefill tokens only).")
 
 
 # ---------------------------------------------------------------- the plot
