@@ -118,11 +118,20 @@ def report(records_by_method: dict[str, list[dict]], out_dir: Path, *, command: 
         if prof is None:
             continue
         notes.append(_speculation_paragraph(prof, records_by_method, model_map, speculation_ratio))
+        predicted = predict_ratio_on(prof, records_by_method, model_map=None if prof is profile else model_map)
         if name == "elsewhere":
-            predicted = predict_ratio_on(prof, records_by_method, model_map=model_map)
             ratios = ", ".join(f"{m} {r:.2f}" for m, r in predicted["ratios"].items() if r is not None)
             notes.append(f"Cost model on {predicted['machine']}: predicted latency ratio against beam-target, "
                          f"replaying these runs' step statistics: {ratios}.")
+        else:
+            # Machine drift moves every method alike, so the predicted ratio is the figure that
+            # travels to other hardware; set it beside the measured one.
+            measured = {m: f["latency_ratio"] for m, f in summary["methods"].items()}
+            ratios = ", ".join(f"{m} {r:.2f} (measured {measured[m]:.2f})" for m, r in predicted["ratios"].items()
+                               if r is not None and measured.get(m) is not None and m != "beam-target")
+            if ratios:
+                notes.append(f"Latency ratio against beam-target (median per problem), predicted by the cost "
+                             f"model: {ratios}.")
     if profile is not None:
         done = [r for recs in records_by_method.values() for r in finished_records(recs)]
         shaped = sum(priced_by_shape(r) for r in done)

@@ -256,6 +256,17 @@ def _met(flag: bool | None) -> str:
     return {True: "met", False: "NOT met", None: "not measured"}[flag]
 
 
+def latency_verdict(ratio: float, interval: list[float] | None) -> str:
+    """How SPECS compares in speed: only an interval clear of 1 says faster or slower."""
+    if interval is None:
+        return "faster than" if ratio < 1 else "not faster than"
+    if interval[1] < 1:
+        return "faster than"
+    if interval[0] > 1:
+        return "slower than"
+    return "not shown faster or slower (the interval spans 1) than"
+
+
 def specs_paragraph(summary: dict, targets: dict) -> str:
     """Plain words: did SPECS reach beam-target's accuracy at 0.81 of its latency?"""
     baseline = summary["baseline"]
@@ -276,7 +287,7 @@ def specs_paragraph(summary: dict, targets: dict) -> str:
     if latency["met"] is None:
         parts.append("Latency: not measured (no problem finished by both).")
     else:
-        verdict = "faster than" if latency["ratio"] < 1 else "not faster than"
+        verdict = latency_verdict(latency["ratio"], latency["interval"])
         parts.append(f"Latency target {_met(latency['met'])}: SPECS takes {_num(latency['ratio'])} of {baseline}'s "
                      f"latency (median per-problem ratio, 95% interval "
                      f"{_interval(latency['interval']).strip()}; target <= {latency['target']}), so it is "

@@ -57,6 +57,10 @@ def test_bench_on_tiny_models_writes_every_report_field(tiny_models, data_dir, t
     assert "| specs |" in md and "| beam-target |" in md and "SPECS vs beam-target" in md
     assert any("Speculation on" in note for note in report["notes"])
     assert "Cost-model basis: 6 of 6 finished records carry each decode's shape" in "".join(report["notes"])
+    # The predicted latency ratio stands beside the measured one.
+    ratio_note = next(note for note in report["notes"] if note.startswith("Latency ratio against beam-target"))
+    assert f"(measured {report['methods']['specs']['latency_ratio']:.2f})" in ratio_note
+    assert "beam-target 1.00" not in ratio_note
     # Rerunning resumes: nothing new is solved, the records stay one per problem.
     again = CliRunner().invoke(main, args, catch_exceptions=False)
     assert again.exit_code == 0

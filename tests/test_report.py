@@ -11,6 +11,7 @@ from specs_local.report import (
     COLUMNS,
     PLOT_FILE,
     bootstrap_median_ratio,
+    latency_verdict,
     summarize_methods,
     wilson_interval,
     write_report,
@@ -176,6 +177,17 @@ def test_report_says_when_targets_are_met(tmp_path):
     assert "Accuracy target met: SPECS 100.0% is not lower than" in md
     assert "Latency target met: SPECS takes 0.50 of beam-target's latency" in md
     assert "No cost-model prediction" in md
+
+
+@pytest.mark.parametrize("ratio, interval, verdict", [
+    (0.7, [0.6, 0.9], "faster than"),
+    (1.2, [1.1, 1.3], "slower than"),
+    # A median below 1 whose interval spans 1 (MATH500-20: 0.88 [0.66, 1.16]) is not "faster".
+    (0.88, [0.66, 1.16], "not shown faster or slower (the interval spans 1) than"),
+    (0.9, None, "faster than"),
+])
+def test_latency_verdict_rests_on_the_interval(ratio, interval, verdict):
+    assert latency_verdict(ratio, interval) == verdict
 
 
 def test_report_says_plainly_when_accuracy_falls_below_the_interval(tmp_path):
