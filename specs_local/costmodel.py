@@ -88,6 +88,10 @@ def _positive(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
+def _non_negative(value: object) -> bool:
+    return _positive(value) or value == 0
+
+
 def _checked_model(name: str, entry: object, source: str) -> dict:
     """One model's figures, with decode batch sizes as string keys; SpecsError if malformed."""
     if not isinstance(entry, dict) or not _positive(entry.get("prefill_tps")):
@@ -108,14 +112,14 @@ def _checked_model(name: str, entry: object, source: str) -> dict:
             raise SpecsError(f"{source}: model {name} has a bad prefill_tps_by_batch: {by_batch!r}")
         entry["prefill_tps_by_batch"] = {str(int(b)): float(t) for b, t in by_batch.items()}
     attention = entry.get("attention_seconds_per_cell", 0.0)
-    if not (_positive(attention) or attention == 0):
+    if not _non_negative(attention):
         raise SpecsError(f"{source}: model {name} needs a non-negative attention_seconds_per_cell, not {attention!r}")
     for key in DEPTH_TABLES:
         table = entry.get(key)
         if table is None:
             continue
         if not isinstance(table, dict) or not table or not all(
-                str(d).isdigit() and (_positive(s) or s == 0) for d, s in table.items()):
+                str(d).isdigit() and _non_negative(s) for d, s in table.items()):
             raise SpecsError(f"{source}: model {name} has a bad {key}: {table!r}")
         entry[key] = {str(int(d)): float(s) for d, s in table.items()}
     return entry
@@ -224,8 +228,6 @@ def decode_call_seconds(model_profile: dict, batch: float) -> float:
     sizes = sorted((int(b), tps) for b, tps in model_profile["decode_tps"].items())
     tps = float(np.interp(batch, [b for b, _ in sizes], [t for _, t in sizes]))
     return batch / tps
-
-
 
 
 def rows_call_seconds(model_profile: dict, rows: float) -> float:
