@@ -25,6 +25,7 @@ from typing import Iterable
 import numpy as np
 
 from .errors import ContextFullError, ModelLoadError, OutOfSequencesError, SpecsError
+from .interrupts import deferred
 from .sampling import SamplerParams, sample_token, token_logprobs
 
 import llama_cpp as llama  # noqa: E402  (the low-level ctypes bindings)
@@ -165,7 +166,10 @@ class KVCells:
     """The KV cells alive in a unified cache, counted as llama.cpp holds them:
     a fork shares its parent's cells, and a cell lives while any sequence
     holds it. Attention reads every live cell of a unified cache, so a
-    decode's cost grows with this count, not only with the sequence's length."""
+    decode's cost grows with this count, not only with the sequence's length.
+
+    Each operation either happens whole or raises having changed nothing, so
+    a sequence's ``cells`` always lists exactly the cells counted for it."""
 
     def __init__(self) -> None:
         self._holders: dict[int, int] = {}
@@ -182,16 +186,22 @@ class KVCells:
         return ids
 
     def share(self, cells: list[int]) -> None:
+        self._require_live(cells)
         for cell in cells:
             self._holders[cell] += 1
 
     def drop(self, cells: list[int]) -> None:
+        self._require_live(cells)
         for cell in cells:
             holders = self._holders[cell] - 1
             if holders:
                 self._holders[cell] = holders
             else:
                 del self._holders[cell]
+
+    def _require_live(self, cells: list[int]) -> None:
+        if not self._holders.keys() >= set(cells):
+            raise SpecsError("internal: KV bookkeeping names cells that are not alive")
 
 
 # ---------------------------------------------------------------------------
@@ -408,8 +418,9 @@ class Model:
             raise OutOfSequencesError(
                 f"{self.name}: all {self.config.n_seq_max} parallel sequences are in use (raise n_seq_max)"
             )
-        seq = Sequence(self._free_ids.pop())
-        self._live[seq.seq_id] = seq
+        with deferred():  # an id is either free or live, never neither
+            seq = Sequence(self._free_ids.pop())
+            self._live[seq.seq_id] = seq
         return seq
 
     def new_sequence(self, tokens: list[int] = (), kind: str = "prompt") -> Sequence:
@@ -433,28 +444,46 @@ class Model:
             raise OutOfSequencesError(
                 f"{self.name}: {n} forks asked, {self.free_sequences} sequences free (raise n_seq_max)"
             )
-        children = []
-        for _ in range(n):
-            child = self._allocate()
-            llama.llama_memory_seq_cp(self._memory, seq.seq_id, child.seq_id, -1, -1)
-            child.tokens = list(seq.tokens)
-            child.cells = list(seq.cells)
-            self._cells.share(seq.cells)
-            child.logits = seq.logits
-            children.append(child)
+        children: list[Sequence] = []
+        try:
+            for _ in range(n):
+                children.append(self._copy(seq))
+        except BaseException:  # an interrupt half-way: the copies made so far go back
+            self.release_all(children)
+            raise
         return children
 
-    def truncate(self, seq: Sequence, length: int, logits: np.ndarray | None = None) -> None:
-        """Cut a sequence back to its first ``length`` tokens (pending ones included)."""
+    def _copy(self, seq: Sequence) -> Sequence:
+        """One fork. A child holds cells only once they are counted as shared."""
+        child = self._allocate()
+        try:
+            with deferred():
+                llama.llama_memory_seq_cp(self._memory, seq.seq_id, child.seq_id, -1, -1)
+                self._cells.share(seq.cells)
+                child.cells = list(seq.cells)
+                child.tokens = list(seq.tokens)
+                child.logits, child.hidden = seq.logits, seq.hidden
+        except BaseException:
+            self.release(child)
+            raise
+        return child
+
+    def truncate(self, seq: Sequence, length: int, logits: np.ndarray | None = None,
+                 hidden: np.ndarray | None = None) -> None:
+        """Cut a sequence back to its first ``length`` tokens (pending ones included);
+        ``logits`` and ``hidden`` are what it had at that length."""
         if length >= len(seq.tokens):
             seq.pending = seq.pending[: length - len(seq.tokens)]
             return
-        llama.llama_memory_seq_rm(self._memory, seq.seq_id, length, -1)
-        seq.tokens = seq.tokens[:length]
-        self._cells.drop(seq.cells[length:])
-        del seq.cells[length:]
-        seq.pending = []
-        seq.logits = logits
+        with deferred():
+            # Cells first: if the cut fails after this, release still frees the
+            # sequence whole (it removes all its positions from llama.cpp).
+            self._cells.drop(seq.cells[length:])
+            del seq.cells[length:]
+            llama.llama_memory_seq_rm(self._memory, seq.seq_id, length, -1)
+            seq.tokens = seq.tokens[:length]
+            seq.pending = []
+            seq.logits, seq.hidden = logits, hidden
 
     def append_lazily(self, seq: Sequence, tokens: list[int], kind: str = "prompt") -> None:
         """Add tokens without evaluating them yet: the next evaluation of this
@@ -472,14 +501,19 @@ class Model:
             self.extend([(s, []) for s in stale if s.pending_kind == kind], kind=kind)
 
     def release(self, seq: Sequence) -> None:
-        """Free a sequence's KV cells and its id (a no-op for one already released)."""
+        """Free a sequence's KV cells and its id (a no-op for one already released).
+
+        Each part is idempotent and the id goes back last, so a release that is
+        interrupted can simply be done again."""
         if not self.owns(seq):
             return
-        del self._live[seq.seq_id]
-        llama.llama_memory_seq_rm(self._memory, seq.seq_id, -1, -1)
-        self._free_ids.append(seq.seq_id)
-        self._cells.drop(seq.cells)
-        seq.tokens, seq.pending, seq.logits, seq.cells = [], [], None, []
+        with deferred():
+            llama.llama_memory_seq_rm(self._memory, seq.seq_id, -1, -1)
+            self._cells.drop(seq.cells)
+            seq.cells = []
+            seq.tokens, seq.pending, seq.logits, seq.hidden = [], [], None, None
+            del self._live[seq.seq_id]
+            self._free_ids.append(seq.seq_id)
 
     def release_all(self, seqs: Iterable[Sequence], keep: Sequence | None = None) -> None:
         for seq in seqs:
@@ -494,6 +528,16 @@ class Model:
         """Positions this sequence holds in the KV cache (0 when none)."""
         top = llama.llama_memory_seq_pos_max(self._memory, seq.seq_id)
         return top + 1 if top >= 0 else 0
+
+    def positions_in_memory(self) -> dict[int, int]:
+        """Positions llama.cpp itself holds, per sequence id that holds any:
+        the ground truth the bookkeeping above must agree with."""
+        held = {}
+        for seq_id in range(self.config.n_seq_max):
+            top = llama.llama_memory_seq_pos_max(self._memory, seq_id)
+            if top >= 0:
+                held[seq_id] = top - llama.llama_memory_seq_pos_min(self._memory, seq_id) + 1
+        return held
 
     @property
     def live_cells(self) -> int:
@@ -529,23 +573,26 @@ class Model:
                     if seq.logits is None:
                         raise SpecsError("internal: scoring a sequence without logits")
                     out[0] = token_logprobs(seq.logits, [fed[0]])[0]
-        old_lengths = [len(seq.tokens) for seq, _, _ in plan]
+        outputs_before = [(seq.logits, seq.hidden) for seq, _, _ in plan]
         try:
             self._decode_plan(plan, rows_wanted, logprob_out, score)
         except BaseException:
-            for (seq, _, _), old in zip(plan, old_lengths):
-                llama.llama_memory_seq_rm(self._memory, seq.seq_id, old, -1)
-                del seq.tokens[old:]
+            # Nothing is committed yet: take out the positions the decode wrote.
+            with deferred():
+                for (seq, _, _), (logits, hidden) in zip(plan, outputs_before):
+                    llama.llama_memory_seq_rm(self._memory, seq.seq_id, len(seq.tokens), -1)
+                    seq.logits, seq.hidden = logits, hidden
             raise
-        n_fed = 0
-        for seq, fed, n_pending in plan:
-            seq.tokens.extend(fed)
-            seq.cells.extend(self._cells.new(len(fed)))
-            seq.pending = []
-            self.usage.add(seq.pending_kind, n_pending)
-            seq.pending_kind = "generated"
-            n_fed += len(fed) - n_pending
-        self.usage.add(kind, n_fed)
+        with deferred():
+            n_fed = 0
+            for seq, fed, n_pending in plan:
+                seq.cells.extend(self._cells.new(len(fed)))
+                seq.tokens.extend(fed)
+                seq.pending = []
+                self.usage.add(seq.pending_kind, n_pending)
+                seq.pending_kind = "generated"
+                n_fed += len(fed) - n_pending
+            self.usage.add(kind, n_fed)
         return logprob_out
 
     def _check_room(self, plan) -> None:

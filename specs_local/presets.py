@@ -42,7 +42,8 @@ from .errors import ModelLoadError, SpecsError
 
 ROLES = ("draft", "target", "reward")
 # As in rewards.py; only "calculator" needs no model file.
-REWARD_KINDS = ("verifier", "self", "token-prm", "value-prm", "calculator", "calculator+self", "calculator+verifier")
+REWARD_KINDS = ("verifier", "self", "token-prm", "value-prm", "calculator", "calculator+self", "calculator+verifier",
+                "calculator+token-prm", "calculator+value-prm")
 DEFAULT_PRESET = "small"
 
 _CHUNK = 8 << 20  # bytes per read while joining or hashing
@@ -98,7 +99,6 @@ class Preset:
     description: str
     install: str  # the command that installs or fetches this preset's files
     roles: Mapping[str, Role]
-    chat: Mapping[str, Any]
     search_defaults: Mapping[str, Any]  # SearchConfig fields
 
     def has_role(self, role: str) -> bool:
@@ -179,9 +179,8 @@ def _parse_preset(name: str, raw: dict) -> Preset:
     missing = [role for role in ROLES if not isinstance(raw.get(role), dict)]
     if missing:
         raise SpecsError(f"{where}: no [{missing[0]}] table")
-    for table in ("chat", "search"):
-        if not isinstance(raw.get(table, {}), dict):
-            raise SpecsError(f"{where}: [{table}] must be a table")
+    if not isinstance(raw.get("search", {}), dict):
+        raise SpecsError(f"{where}: [search] must be a table")
     roles = {role: _parse_role(where, role, raw[role]) for role in ROLES}
     for role in roles.values():
         if role.uses and (role.uses not in ROLES or not roles[role.uses].model):
@@ -193,7 +192,6 @@ def _parse_preset(name: str, raw: dict) -> Preset:
         description=str(raw.get("description", "")),
         install=str(raw.get("install", "")),
         roles=roles,
-        chat=dict(raw.get("chat", {})),
         search_defaults=dict(raw.get("search", {})),
     )
 

@@ -149,62 +149,73 @@ class PromptedReward:
     def _score_in_contexts(self, problem: str, contexts: list[Sequence]) -> np.ndarray:
         """Self-verification: ask the question inside the policy's own
         sequences, then cut it off again; their KV cache is reused as is."""
+        self.model.flush(contexts)  # so that each candidate's own logits survive the question
+        return self._ask(problem, contexts)
+
+    def _ask(self, problem: str, seqs: list[Sequence]) -> np.ndarray:
+        """Append the query to each sequence, read the reward, and cut the query
+        off again, restoring what each sequence's last token output."""
         model = self.model
-        model.flush(contexts)  # so that each candidate's own logits survive the question
-        saved = [(len(s.tokens), s.logits) for s in contexts]
+        ends = [(len(s.tokens), s.logits, s.hidden) for s in seqs]
         query = self._query_tokens(problem)
         if query:
-            model.extend([(s, query) for s in contexts], kind="prompt")
-            self.stats.query_tokens += len(query) * len(contexts)
-        rewards = self._read(contexts)
-        for s, (length, logits) in zip(contexts, saved):
-            model.truncate(s, length, logits)
+            model.extend([(s, query) for s in seqs], kind="prompt")
+            self.stats.query_tokens += len(query) * len(seqs)
+        rewards = self._read(seqs)
+        for s, (length, logits, hidden) in zip(seqs, ends):
+            model.truncate(s, length, logits, hidden)
         return rewards
 
-    def _head(self, problem: str, steps: list[str]) -> Sequence:
-        """The cached sequence for ``steps``, built from the longest cached prefix."""
+    def _head(self, problem: str, steps: list[str], forks: int) -> Sequence:
+        """The cached sequence for ``steps``, built from the longest cached prefix,
+        with room left for ``forks`` more sequences."""
         key = tuple(steps)
         if key in self._cache:
             self._cache.move_to_end(key)
+            self._make_room(forks, keep=self._cache[key])
             return self._cache[key]
         k = max((len(p) for p in self._cache if key[: len(p)] == p), default=None)
         if k is None:
-            text = (self.prefix_template or "{prompt}").format(
-                prompt=solution_prompt(self.model, problem), problem=problem
-            )
-            seq = self.model.new_sequence(self.model.tokenize(text, add_special=True))
+            self._make_room(forks + 1, keep=None)
+            seq = self.model.new_sequence(self.model.tokenize(self._prefix_text(problem), add_special=True))
             self._cache[()] = seq
             k = 0
             if not key:
                 return seq
         base = self._cache[key[:k]]
+        self._cache.move_to_end(key[:k])
+        self._make_room(forks + 1, keep=base)
         [seq] = self.model.fork(base, 1)
-        rest = "".join(self._accepted_text(s) for s in key[k:])
-        self.model.extend([(seq, self.model.tokenize(rest, parse_special=True))], kind="prompt")
-        self._cache[key] = seq
+        self._cache[key] = seq  # cached before it is extended, so an interrupt cannot orphan it
+        rest = self.model.tokenize("".join(self._accepted_text(s) for s in key[k:]), parse_special=True)
+        if rest:  # accepted steps can be empty (only an end of turn)
+            self.model.extend([(seq, rest)], kind="prompt")
         return seq
+
+    def _prefix_text(self, problem: str) -> str:
+        """What precedes the solution. The chat template is rendered only when
+        the layout asks for it: a PRM may have none, or refuse a system turn."""
+        if self.prefix_template is None:
+            return solution_prompt(self.model, problem)
+        if "{prompt}" in self.prefix_template:
+            return self.prefix_template.format(prompt=solution_prompt(self.model, problem), problem=problem)
+        return self.prefix_template.format(problem=problem)
 
     def _accepted_text(self, step: str) -> str:
         return self.layout.step.format(step=step) + self.layout.label
 
     def _score_cached(self, problem: str, steps: list[str], candidates: list[str]) -> np.ndarray:
         model = self.model
-        head = self._head(problem, steps)
-        self._make_room(len(candidates), keep=head)
-        query = self._query_tokens(problem)
+        head = self._head(problem, steps, forks=len(candidates))
         bodies = [model.tokenize(self.layout.step.format(step=c), parse_special=True) for c in candidates]
         forks = model.fork(head, len(candidates))
-        work = [(s, b) for s, b in zip(forks, bodies) if b]  # an empty step (just end-of-turn) adds nothing
-        if work:
-            model.extend(work, kind="scored")
-        ends = [(len(s.tokens), s.logits) for s in forks]
-        if query:
-            model.extend([(s, query) for s in forks], kind="prompt")
-            self.stats.query_tokens += len(query) * len(forks)
-        rewards = self._read(forks)
+        try:
+            rewards = self._score_forks(problem, forks, bodies)
+        except BaseException:
+            model.release_all(forks)
+            raise
         # Keep each candidate's KV (without the query) as the prefix of the next step.
-        for s, c, (length, logits) in zip(forks, candidates, ends):
-            model.truncate(s, length, logits)
+        for s, c in zip(forks, candidates):
             key = tuple(steps) + (c,)
             if key in self._cache:
                 model.release(s)
@@ -212,9 +223,17 @@ class PromptedReward:
             if self.layout.label:
                 model.append_lazily(s, model.tokenize(self.layout.label, parse_special=True))
             self._cache[key] = s
+        # The model may be the search's own: leave it the sequences this call used.
+        self._make_room(len(candidates) + 1, keep=None)
         return rewards
 
-    def _make_room(self, n: int, keep: Sequence) -> None:
+    def _score_forks(self, problem: str, forks: list[Sequence], bodies: list[list[int]]) -> np.ndarray:
+        work = [(s, b) for s, b in zip(forks, bodies) if b]  # an empty step (just end-of-turn) adds nothing
+        if work:
+            self.model.extend(work, kind="scored")
+        return self._ask(problem, forks)
+
+    def _make_room(self, n: int, keep: Sequence | None) -> None:
         """Free sequences for n forks by dropping the least recently used
         cached prefixes (never the one being extended)."""
         for key in list(self._cache):
@@ -318,10 +337,10 @@ class CalculatorReward:
 # -- constructors for the kinds the CLI names ---------------------------------
 
 
-
-def make_verifier(model: Model, *, self_verify: bool) -> PromptedReward:
-    return PromptedReward(model, good="Yes", bad="No", layout=Layout(), question=VERIFIER_QUESTION,
-                          name="self" if self_verify else "verifier", self_verify=self_verify)
+def make_verifier(model: Model, *, self_verify: bool, question: str = VERIFIER_QUESTION, good: str = "Yes",
+                  bad: str = "No", name: str | None = None) -> PromptedReward:
+    return PromptedReward(model, good=good, bad=bad, layout=Layout(), question=question,
+                          name=name or ("self" if self_verify else "verifier"), self_verify=self_verify)
 
 
 def make_token_prm(model: Model, *, good: str = "+", bad: str = "-", step_template: str = "{step} ки",
@@ -330,23 +349,49 @@ def make_token_prm(model: Model, *, good: str = "+", bad: str = "-", step_templa
                           prefix=prefix, name="token-prm")
 
 
+def make_value_prm(model: Model, head: "ValueHead", *, prefix: str = "{problem}\n",
+                   step_template: str = "{step}") -> ValueHeadReward:
+    return ValueHeadReward(model, head, layout=Layout(step=step_template), prefix=prefix)
+
+
 def make_reward(kind: str, *, target: Model, reward_model: Model | None = None,
-                value_head: str | Path | None = None):
-    """Build a reward of ``kind`` on the given models (reward_model defaults to the target)."""
+                value_head: str | Path | None = None, template: dict | None = None):
+    """Build a reward of ``kind`` on the given models (reward_model defaults to the target).
+
+    ``template`` holds prompt settings (a preset's ``[reward.template]``), passed
+    to the constructor of the kind as keyword arguments."""
     model = reward_model or target
     base = kind.split("+", 1)[-1] if kind.startswith("calculator+") else kind
+    settings = dict(template or {})
     if kind == "calculator":
-        return CalculatorReward()
-    if base == "self":
-        inner = make_verifier(target, self_verify=True)
+        inner = None
+    elif base == "self":
+        inner = _build(make_verifier, kind, settings, target, self_verify=True)
     elif base == "verifier":
-        inner = make_verifier(model, self_verify=False)
+        # On the target itself the verifier asks inside the target's own forks, as
+        # self-verification does, rather than evaluating the solution again.
+        inner = _build(make_verifier, kind, settings, model, self_verify=model is target, name="verifier")
     elif base == "token-prm":
-        inner = make_token_prm(model)
+        inner = _build(make_token_prm, kind, settings, model)
     elif base == "value-prm":
         if value_head is None:
             raise SpecsError("--reward-kind value-prm needs a value head (.npz) beside the PRM; see scripts/convert_value_head.py")
-        inner = ValueHeadReward(model, ValueHead.load(value_head), layout=Layout(step="{step}"), prefix="{problem}\n")
+        inner = _build(make_value_prm, kind, settings, model, ValueHead.load(value_head))
     else:
         raise SpecsError(f"unknown reward kind {kind!r}; choose one of {', '.join(REWARD_KINDS)}")
-    return CalculatorReward(inner) if kind.startswith("calculator+") else inner
+    if kind == "calculator" and settings:
+        raise SpecsError(f"reward kind calculator takes no template settings (got {', '.join(sorted(settings))})")
+    return CalculatorReward(inner) if kind.startswith("calculator") else inner
+
+
+def _build(make, kind: str, settings: dict, *args, **fixed):
+    """``make(*args, **fixed, **settings)``, refusing settings the kind does not take."""
+    import inspect
+
+    accepted = {name for name, p in inspect.signature(make).parameters.items()
+                if p.kind is p.KEYWORD_ONLY and name not in fixed}
+    unknown = sorted(set(settings) - accepted)
+    if unknown:
+        raise SpecsError(f"reward kind {kind} has no template setting {unknown[0]!r} "
+                         f"(it takes {', '.join(sorted(accepted))})")
+    return make(*args, **fixed, **settings)

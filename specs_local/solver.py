@@ -13,6 +13,7 @@ from typing import Callable, Iterator
 
 from .engine import Model, ModelConfig
 from .errors import SpecsError
+from .interrupts import deferred
 from .rewards import make_reward
 from .search import Models, SearchConfig, SearchResult, Step, run, strategy
 
@@ -45,9 +46,10 @@ class Solver:
     @classmethod
     def from_paths(cls, target: str | Path, draft: str | Path | None = None, *, reward: str | Path | None = None,
                    reward_kind: str = "calculator+self", value_head: str | Path | None = None,
-                   config: SearchConfig = SearchConfig(), method: str = "specs",
-                   engine: EngineOptions = EngineOptions()) -> "Solver":
-        """Load the models from GGUF files (the reward model defaults to the target)."""
+                   reward_template: dict | None = None, config: SearchConfig = SearchConfig(),
+                   method: str = "specs", engine: EngineOptions = EngineOptions()) -> "Solver":
+        """Load the models from GGUF files (the reward model defaults to the target).
+        ``reward_template``: the reward's prompt settings (see rewards.make_reward)."""
         strategy(method)  # fail on an unknown method before loading anything
         n_seq = sequences_needed(config)
         target_model = Model(target, engine.model_config(n_seq))
@@ -55,7 +57,8 @@ class Solver:
         reward_model = None
         if reward and Path(reward) != Path(target):
             reward_model = Model(reward, engine.model_config(n_seq, embeddings=reward_kind.endswith("value-prm")))
-        reward_obj = make_reward(reward_kind, target=target_model, reward_model=reward_model, value_head=value_head)
+        reward_obj = make_reward(reward_kind, target=target_model, reward_model=reward_model, value_head=value_head,
+                                 template=reward_template)
         return cls(Models(target=target_model, reward=reward_obj, draft=draft_model), config, method)
 
     @classmethod
@@ -74,6 +77,8 @@ class Solver:
         paths = {role: resolve(spec or role, role=role, preset=preset, progress=progress)
                  for role, spec in (("draft", draft), ("target", target))}
         kind = reward_kind or manifest.reward_kind
+        # The preset's prompt settings belong to its own reward kind.
+        template = dict(manifest.roles["reward"].template) if kind == manifest.reward_kind else None
         reward_path = None
         uses = manifest.roles["reward"].uses  # e.g. self-verification "uses" the target
         if reward:
@@ -86,7 +91,8 @@ class Solver:
                 value_head = value_head_path(manifest.model("reward"))
         config = SearchConfig().with_(**dict(manifest.search_defaults)).with_(**(search or {}))
         return cls.from_paths(paths["target"], paths["draft"], reward=reward_path, reward_kind=kind,
-                              value_head=value_head, config=config, method=method, engine=engine)
+                              value_head=value_head, reward_template=template, config=config, method=method,
+                              engine=engine)
 
     def stream(self, problem: str, *, method: str | None = None, **changes) -> Iterator[Step]:
         """Yield steps as they are chosen; the generator returns the SearchResult."""
@@ -107,10 +113,12 @@ class Solver:
 
     def _release_everything(self) -> None:
         # A search that stopped half-way (Ctrl-C, an error) may leave sequences
-        # behind; the models stay loaded for the next problem, so free them all.
-        self.models.reward.reset()
-        for model in self.models.distinct().values():
-            model.release_all(model.live_sequences)
+        # behind; the models stay loaded for the next problem, so free them all,
+        # holding Ctrl-C back until it is done (it is quick: no decode).
+        with deferred():
+            self.models.reward.reset()
+            for model in self.models.distinct().values():
+                model.release_all(model.live_sequences)
 
     def close(self) -> None:
         for model in self.models.distinct().values():

@@ -26,11 +26,21 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
     `endless` never ends a turn under greedy decoding."""
     make = _load_script("make_tiny_model")
     folder = tmp_path_factory.mktemp("tiny")
+    no_system = make.CHATML_TEMPLATE.replace(
+        "{% for message in messages %}",
+        "{% for message in messages %}{% if message['role'] == 'system' %}"
+        "{{ raise_exception('System role not supported') }}{% endif %}")
     return {
         "draft": make.write_model(folder / "draft.gguf", seed=1),
         "target": make.write_model(folder / "target.gguf", seed=2),
         "other": make.write_model(folder / "other.gguf", seed=3, extra_token=True),
         "endless": make.write_model(folder / "endless.gguf", seed=2, endless=True),
+        # Long searches whose steps assert equalities (the calculator decides them).
+        "arith": make.write_model(folder / "arith.gguf", seed=4, endless=True, arithmetic=True),
+        "arith-draft": make.write_model(folder / "arith-draft.gguf", seed=5, endless=True, arithmetic=True),
+        # PRM-like files: no chat template, and a template that refuses a system turn (Mistral-style).
+        "no-template": make.write_model(folder / "no-template.gguf", seed=6, chat_template=None),
+        "no-system": make.write_model(folder / "no-system.gguf", seed=7, chat_template=no_system),
     }
 
 

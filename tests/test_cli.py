@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -151,12 +152,16 @@ def test_ctrl_c_prints_the_trace_so_far_and_exits_130(tiny_models):
     cmd = ["specs-local", "solve", "Count to a million.", "--draft", str(tiny_models["draft"]),
            "--target", str(tiny_models["endless"]), "--method", "greedy",
            "--max-steps", "100000", "--max-step-tokens", "4", "--ctx", "60000", "--threads", "1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(3)
+    # Signal at a known point, once a few steps are on screen, never by the clock: a race-free test.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    seen = [proc.stdout.readline()]
+    while seen[-1] and not seen[-1].startswith("[step 4") and len(seen) < 500:
+        seen.append(proc.stdout.readline())
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, (out, err)
-    assert out.startswith("[step 1 · target")
+    assert seen[0].startswith("[step 1 · target") and seen[-1].startswith("[step 4"), seen
     assert "Interrupted" in err and "Traceback" not in err
 
 

@@ -124,3 +124,77 @@ def test_verifier_prefix_cache_evaluates_only_new_steps(target):
     whole = prompt + target.tokenize(OPEN[0]) + target.tokenize(HOLDS) + target.tokenize(OPEN[1]) + query
     assert third[0] == pytest.approx(fresh_verdict(target, reward.fallback, whole), abs=1e-3)
     assert 0 < first[0] < 1
+
+
+def test_calculator_decided_steps_never_exhaust_the_prefix_cache(target):
+    """Steps accepted on the calculator's verdict alone are not in the verifier's
+    cache; 30 of them in a row, 4 candidates each, must fit the 16 slots."""
+    reward = make_reward("calculator+verifier", target=target)
+    steps = []
+    try:
+        for i in range(30):
+            got = reward.score(PROBLEM, steps, [f"{i} + 1 = {i + 1}.\n\n", OPEN[i % 3], f"{i} * 2 = 1.\n\n", OPEN[0]])
+            assert got[0] == REWARD_HOLDS and 0 < got[1] < 1
+            steps.append(f"{i} + 1 = {i + 1}.\n\n")  # the calculator's pick, never scored by the verifier
+    finally:
+        reward.reset()
+    assert target.live_sequences == []
+
+
+@pytest.fixture(scope="module")
+def embedding_target(open_tiny):
+    return open_tiny("target", ModelConfig(n_ctx=1024, n_batch=128, n_seq_max=16, n_threads=1, embeddings=True))
+
+
+def test_value_prm_scores_an_empty_step(embedding_target, tmp_path):
+    """A candidate that is only an end of turn has no tokens: its value is the prefix's."""
+    from specs_local.rewards import ValueHead, make_value_prm
+
+    model = embedding_target
+    head = ValueHead([(np.random.default_rng(0).standard_normal((1, model.n_embd)), np.zeros(1))])
+    reward = make_value_prm(model, head)
+    try:
+        got = reward.score(PROBLEM, ["12 * 7 = 84.\n\n"], ["", "So 84.\n\n", ""])
+        assert np.all((got > 0) & (got < 1)) and got[0] == got[2]
+        prefix = model.new_sequence(model.tokenize(f"{PROBLEM}\n", add_special=True) + model.tokenize("12 * 7 = 84.\n\n"))
+        assert got[0] == pytest.approx(head(prefix.hidden), abs=1e-5)
+    finally:
+        reward.reset()
+
+
+@pytest.mark.parametrize("role", ["no-template", "no-system"])
+def test_prm_prefixes_need_no_chat_template(open_tiny, tmp_path, role):
+    """token-prm and value-prm lay out "{problem} " themselves: a PRM file without a
+    chat template, or with one that refuses a system turn, must score."""
+    from specs_local.rewards import ValueHead, make_value_prm
+
+    plain = open_tiny(role, ModelConfig(n_ctx=512, n_batch=64, n_seq_max=12, n_threads=1))
+    prm = make_reward("token-prm", target=plain)
+    got = prm.score(PROBLEM, ["We multiply.\n\n"], OPEN)
+    assert got.shape == (3,) and np.all((got > 0) & (got < 1))
+    prm.reset()
+    embedded = open_tiny(role, ModelConfig(n_ctx=512, n_batch=64, n_seq_max=12, n_threads=1, embeddings=True))
+    value = make_value_prm(embedded, ValueHead([(np.ones((1, embedded.n_embd)), None)]))
+    assert value.score(PROBLEM, [], OPEN).shape == (3,)
+    value.reset()
+
+
+def test_a_prompt_that_needs_the_chat_template_still_says_so(open_tiny):
+    plain = open_tiny("no-template", ModelConfig(n_ctx=512, n_batch=64, n_seq_max=12, n_threads=1))
+    from specs_local.errors import SpecsError
+
+    with pytest.raises(SpecsError, match="no chat template"):
+        make_reward("verifier", target=plain).score(PROBLEM, [], OPEN)
+
+
+def test_template_settings_reach_the_reward(target):
+    """A preset's [reward.template]: swapping good and bad turns r into 1 - r."""
+    from specs_local.errors import SpecsError
+
+    plain = make_reward("token-prm", target=target).score(PROBLEM, [], OPEN)
+    swapped = make_reward("token-prm", target=target, template={"good": "-", "bad": "+"}).score(PROBLEM, [], OPEN)
+    np.testing.assert_allclose(swapped, 1 - plain, atol=1e-6)
+    asked = make_reward("calculator+self", target=target, template={"question": "Right? Yes or No."})
+    assert asked.fallback.question == "Right? Yes or No."
+    with pytest.raises(SpecsError, match="no template setting 'step_template'"):
+        make_reward("self", target=target, template={"step_template": "{step}"})

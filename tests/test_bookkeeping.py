@@ -1,0 +1,178 @@
+"""The engine's sequence and KV bookkeeping under long searches and interrupts,
+on tiny GGUF models with real llama.cpp.
+
+Two properties a user relies on: a search of any length, with any reward,
+never runs out of sequence slots; and an interrupt at any moment leaves the
+models clean for the next problem (no live sequence, no counted cell, and no
+position held in llama.cpp's own memory)."""
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import specs_local.engine as engine_module
+from specs_local.engine import KVCells, Model
+from specs_local.search import STRATEGIES, SearchConfig
+from specs_local.solver import EngineOptions, Solver
+
+PROBLEM = "What is 12 times 7?"
+ENGINE = EngineOptions(threads=1, ctx=4096)
+LONG = SearchConfig(n=4, beam_width=2, max_steps=12, max_step_tokens=12, final_step_tokens=14, seed=3)
+
+
+def assert_clean(solver: Solver) -> None:
+    for model in solver.models.distinct().values():
+        assert model.live_sequences == [], model.name
+        assert model.live_cells == 0, model.name
+        assert sorted(model._free_ids) == list(range(model.config.n_seq_max)), model.name
+        assert model.positions_in_memory() == {}, model.name
+
+
+def value_head_file(tmp_path, n_embd: int):
+    path = tmp_path / "head.npz"
+    rng = np.random.default_rng(0)
+    np.savez(path, w0=rng.standard_normal((1, n_embd)).astype(np.float32), b0=np.zeros(1, np.float32),
+             kind=np.array("sigmoid"))
+    return path
+
+
+# Reward kinds with where their model sits: on the target, or a model of its own.
+REWARDS = [
+    ("calculator", None), ("self", None), ("calculator+self", None),
+    ("verifier", None), ("verifier", "own"), ("calculator+verifier", None), ("calculator+verifier", "own"),
+    ("token-prm", None), ("token-prm", "own"), ("calculator+token-prm", "own"),
+    ("value-prm", "own"), ("calculator+value-prm", "own"),
+]
+
+
+@pytest.fixture(scope="module", params=REWARDS, ids=lambda p: f"{p[0]}-{p[1] or 'target'}")
+def long_solver(request, tiny_models, tmp_path_factory):
+    kind, where = request.param
+    head = value_head_file(tmp_path_factory.mktemp("head"), 64) if kind.endswith("value-prm") else None
+    solver = Solver.from_paths(tiny_models["arith"], tiny_models["arith-draft"], reward_kind=kind,
+                               reward=tiny_models["arith-draft"] if where else None, value_head=head,
+                               config=LONG, engine=ENGINE)
+    yield solver
+    solver.close()
+
+
+@pytest.mark.parametrize("method", sorted(STRATEGIES))
+def test_long_searches_never_run_out_of_sequences(long_solver, method):
+    """At least 10 steps at n = 4 cycle every model's 12 slots several times,
+    with steps the calculator decides (never cached by a model reward)."""
+    reward = long_solver.models.reward
+    calls, checked = reward.stats.calls, reward.stats.checked
+    result = long_solver.solve(PROBLEM, method=method)
+    assert result.stop_reason in ("max_steps", "eos"), result.stop_reason
+    if method.startswith("greedy"):
+        assert len(result.steps) == LONG.max_steps
+    elif method != "best-of-n":  # best-of-n: one whole-solution step by design
+        assert reward.stats.calls - calls >= 10  # at least 10 steps were judged
+    assert_clean(long_solver)
+    if reward.name.startswith("calculator") and method in ("specs", "beam-target", "beam-draft"):
+        assert reward.stats.checked > checked  # the calculator did decide some steps
+
+
+def test_long_searches_reach_ten_steps(tiny_models):
+    """The models above do make searches that long, with claims the calculator
+    decides (the test above relies on it)."""
+    solver = Solver.from_paths(tiny_models["arith"], tiny_models["arith-draft"], reward_kind="calculator",
+                               config=LONG, engine=ENGINE)
+    try:
+        for method in ("specs", "rsd"):
+            result = solver.solve(PROBLEM, method=method)
+            assert len(result.steps) == LONG.max_steps, method
+        assert solver.models.reward.stats.checked >= 5
+    finally:
+        solver.close()
+
+
+# -- interrupts at every bookkeeping call -----------------------------------------------------
+
+INTERRUPTED = SearchConfig(n=3, beam_width=1, max_steps=3, max_step_tokens=4, final_step_tokens=5, seed=1)
+
+
+# Each call that changes the bookkeeping; "_decode_batch" is an interrupted decode (extend's rollback).
+BOOKKEEPING_CALLS = ["Model.fork", "Model._copy", "Model._allocate", "Model.truncate", "Model.release",
+                     "Model._decode_batch", "KVCells.new", "KVCells.share", "KVCells.drop",
+                     "llama.llama_memory_seq_cp", "llama.llama_memory_seq_rm"]
+OWNERS = {"Model": Model, "KVCells": KVCells, "llama": engine_module.llama}
+
+
+class Interrupter:
+    """Counts the calls of one function, and raises KeyboardInterrupt at call number ``at``."""
+
+    def __init__(self, monkeypatch, owner, name, at: int | None):
+        self.calls, self.at = 0, at
+        real = getattr(owner, name)
+
+        def wrapped(*args, **kwargs):
+            self.calls += 1
+            if self.calls == self.at:
+                raise KeyboardInterrupt
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, wrapped)
+
+
+@pytest.fixture(scope="module")
+def interrupted_solver(tiny_models):
+    solver = Solver.from_paths(tiny_models["target"], tiny_models["draft"], reward_kind="calculator+verifier",
+                               reward=tiny_models["draft"], config=INTERRUPTED, engine=ENGINE)
+    yield solver
+    solver.close()
+
+
+@pytest.mark.parametrize("method", ["specs", "beam-target", "rsd"])
+@pytest.mark.parametrize("call", BOOKKEEPING_CALLS)
+def test_an_interrupt_at_any_bookkeeping_call_leaves_the_engine_clean(interrupted_solver, monkeypatch, method, call):
+    solver = interrupted_solver
+    owner_name, name = call.split(".")
+    owner = OWNERS[owner_name]
+    with monkeypatch.context() as m:
+        counter = Interrupter(m, owner, name, at=None)
+        solver.solve(PROBLEM, method=method)
+    calls = counter.calls
+    assert calls > 0, f"{name} is never called by {method}"
+    # Every call for the small ones; a spread (first, last and between) for the busy ones.
+    points = sorted(set(range(1, calls + 1)) if calls <= 12 else {1, 2, calls, *np.linspace(1, calls, 10, dtype=int)})
+    for at in points:
+        with monkeypatch.context() as m:
+            Interrupter(m, owner, name, at=at)
+            with pytest.raises(KeyboardInterrupt):
+                solver.solve(PROBLEM, method=method)
+        solver._release_everything()
+        assert_clean(solver)
+    # and the models still work
+    assert solver.solve(PROBLEM, method=method).steps
+    assert_clean(solver)
+
+
+def test_real_sigint_at_random_moments_leaves_the_engine_clean(interrupted_solver):
+    """SIGINT from another thread at 30 random moments of real searches."""
+    solver = interrupted_solver
+    rng = np.random.default_rng(7)
+    started = time.perf_counter()
+    solver.solve(PROBLEM, method="specs")
+    typical = time.perf_counter() - started
+    interrupted = 0
+    for method, _ in zip(itertools.cycle(["specs", "beam-target", "rsd", "best-of-n"]), range(30)):
+        timer = threading.Timer(rng.uniform(0, typical), os.kill, (os.getpid(), signal.SIGINT))
+        try:
+            try:
+                timer.start()  # a timer near 0 s can fire while it starts
+                solver.solve(PROBLEM, method=method)
+            finally:
+                timer.join()
+            time.sleep(0.01)  # a signal that comes after the search lands here
+        except KeyboardInterrupt:
+            interrupted += 1
+        solver._release_everything()
+        assert_clean(solver)
+    assert interrupted >= 5  # the timers did land inside searches
