@@ -120,3 +120,47 @@ def test_reward_kinds_give_probabilities(tiny_models, kind):
         s.close()
     assert all(0.0 <= step.reward <= 1.0 for step in result.steps)
     assert_accounting(result, s)
+
+
+def test_beam_keeps_finished_candidates_out_of_the_live_beams():
+    from specs_local.search.beam import keep_best
+
+    # The two best finished: they go to the completed pool, and the next two best stay live.
+    assert keep_best([0.9, 0.8, 0.7, 0.6], [True, True, False, False], 2) == [2, 3]
+    assert keep_best([0.1, 0.9, 0.5], [False, False, False], 2) == [1, 2]
+    assert keep_best([0.5, 0.5], [True, True], 2) == []
+
+
+def test_beam_runs_until_no_beam_is_live_and_answers_from_the_completed_pool(tiny_models):
+    """search-and-learn's beam search: finished candidates never take a live slot,
+    the search goes on until none is live, and the best completed one answers."""
+    config = SearchConfig(n=4, beam_width=2, max_steps=12, max_step_tokens=12, final_step_tokens=16)
+    s = Solver.from_paths(tiny_models["target"], tiny_models["draft"], reward_kind="calculator+self",
+                          config=config, engine=ENGINE)
+    try:
+        results = [s.solve(PROBLEM, method="beam-target", seed=seed) for seed in range(6)]
+    finally:
+        s.close()
+    for r in results:
+        pool = r.extra["completed_rewards"]
+        assert r.extra["completed_beams"] == len(pool)
+        if r.stop_reason == "eos":
+            assert r.extra["live_beams"] == 0 and pool
+        else:
+            assert r.stop_reason == "max_steps" and len(r.steps) == config.max_steps
+        if pool:
+            assert r.steps[-1].reward == max(pool)
+    # More beams complete than the n / M = 2 live slots (the old search stopped there).
+    assert max(r.extra["completed_beams"] for r in results) > 2
+
+
+def test_a_beam_that_never_ends_stops_at_the_step_limit(tiny_models):
+    s = Solver.from_paths(tiny_models["endless"], tiny_models["draft"], reward_kind="calculator",
+                          config=SearchConfig(n=4, beam_width=2, max_steps=10, max_step_tokens=4,
+                                              final_step_tokens=6), engine=ENGINE)
+    try:
+        result = s.solve(PROBLEM, method="beam-target")
+    finally:
+        s.close()
+    assert result.stop_reason in ("max_steps", "eos") and len(result.steps) <= 10
+    assert_accounting(result, s)

@@ -1,9 +1,14 @@
-"""Beam search with search-and-learn semantics, on the target or the draft.
+"""Beam search as search-and-learn runs it, on the target or the draft.
 
-n candidates per step in total; the n / M best prefixes by reward survive, and
-each expands into M candidates at the next step (M = ``beam_width``). A beam
-that ends its turn is complete; the search stops when n / M beams are complete.
-``beam-target`` is the baseline SPECS must beat on latency at equal accuracy.
+Every step generates n candidates in total: the live beams share them evenly
+(M = ``beam_width`` each once n / M beams are live; the first step takes all n
+from the prompt). A candidate that finishes (end of turn, step-length limit,
+or an empty step) moves to the completed pool; of the rest, the n / M best by
+reward stay live. The search runs until no beam is live or the step limit is
+reached, and the answer is the completed beam with the best last-step reward
+(search-and-learn's "last" aggregation); with none completed, the best live
+beam. ``beam-target`` is the baseline SPECS must beat on latency at equal
+accuracy.
 """
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..engine import Sequence
+from ..engine import Generation, Sequence
 from ..errors import ContextFullError
 from .common import Models, SearchConfig, SearchGenerator, Step, Tracker, propose_many, start, texts
 
@@ -32,6 +37,17 @@ def expansion_counts(n: int, n_beams: int) -> list[int]:
     return [base + (1 if i < extra else 0) for i in range(n_beams)]
 
 
+def is_finished(gen: Generation) -> bool:
+    """A candidate that ends its beam: end of turn, the step-length limit, or nothing written."""
+    return gen.finish in ("eog", "length") or not gen.text.strip()
+
+
+def keep_best(rewards, finished: list[bool], keep: int) -> list[int]:
+    """Indices of the ``keep`` best unfinished candidates by reward (stable on ties)."""
+    order = np.argsort(-np.asarray(rewards, dtype=float), kind="stable")
+    return [int(i) for i in order if not finished[i]][:keep]
+
+
 def beam_search(problem: str, models: Models, config: SearchConfig, role: str = "target") -> SearchGenerator:
     model = models.require_draft() if role == "draft" else models.target
     reward = models.reward
@@ -47,24 +63,24 @@ def beam_search(problem: str, models: Models, config: SearchConfig, role: str = 
             last = index == config.max_steps - 1
             counts = expansion_counts(config.n, len(beams))
             kids, gens = propose_many(model, [b.seq for b in beams], counts, config, rng, last)
-            parents = [b for b, c in zip(beams, counts) for _ in range(c)]
-            rewards = _score_by_parent(problem, reward, parents, kids, gens)
-            order = np.argsort(-rewards, kind="stable")[:keep]
-            survivors = []
-            for i in order:
-                g = gens[i]
-                step = Step(text=g.text, source=role, reward=float(rewards[i]), candidates=len(gens),
-                            tokens=len(g.tokens), ends_turn=g.finish == "eog",
-                            **{f"{role}_logprob": g.mean_logprob})
-                beam = Beam(kids[i], parents[i].steps + [step])
-                (completed if step.ends_turn else survivors).append(beam)
-            for i, kid in enumerate(kids):
-                if i not in order or gens[i].finish == "eog":
-                    model.release(kid)
-            for b in beams:
-                model.release(b.seq)
-            beams = survivors
-            if len(completed) >= keep or not beams:
+            try:
+                parents = [b for b, c in zip(beams, counts) for _ in range(c)]
+                rewards = _score_by_parent(problem, reward, parents, kids, gens)
+            except BaseException:
+                model.release_all(kids)
+                raise
+            finished = [is_finished(g) for g in gens]
+            survivors = keep_best(rewards, finished, keep)
+            grown = [parent.steps + [Step(text=g.text, source=role, reward=float(r), candidates=len(gens),
+                                          tokens=len(g.tokens), ends_turn=g.finish == "eog",
+                                          **{f"{role}_logprob": g.mean_logprob})]
+                     for parent, g, r in zip(parents, gens, rewards)]
+            completed += [Beam(None, grown[i]) for i in range(len(gens)) if finished[i]]
+            next_beams = [Beam(kids[i], grown[i]) for i in survivors]
+            model.release_all([kid for i, kid in enumerate(kids) if i not in survivors])
+            model.release_all([b.seq for b in beams])
+            beams = next_beams
+            if not beams:
                 stop_reason = "eos"
                 break
     except ContextFullError:
@@ -75,11 +91,11 @@ def beam_search(problem: str, models: Models, config: SearchConfig, role: str = 
         reward.reset()
     pool = completed or beams
     best = max(pool, key=lambda b: b.last_reward, default=Beam(None, []))
-    if not completed and stop_reason == "eos":
-        stop_reason = "max_steps"
     for step in best.steps:
         yield step
-    return tracker.result(best.steps, stop_reason, extra={"completed_beams": len(completed)})
+    extra = {"completed_beams": len(completed), "completed_rewards": [b.last_reward for b in completed],
+             "live_beams": len(beams)}
+    return tracker.result(best.steps, stop_reason, extra=extra)
 
 
 def _score_by_parent(problem, reward, parents: list[Beam], kids, gens) -> np.ndarray:
