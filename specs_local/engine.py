@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from typing import Iterable
 
 import numpy as np
 
-from .errors import ContextFullError, ModelLoadError, OutOfSequencesError, SpecsError
+from .errors import Cancelled, ContextFullError, ModelLoadError, OutOfSequencesError, SpecsError
 from .interrupts import deferred
 from .sampling import SamplerParams, sample_token, token_logprobs
 
@@ -251,6 +252,8 @@ class Model:
         self._seen_single = self._seen_multi = False
         self._fingerprint: str | None = None
         self.name = self.path.name
+        # Set from any thread to stop the work in progress at its next decode (see Solver.cancel).
+        self.cancel_event: threading.Event | None = None
 
     # -- loading ------------------------------------------------------------
 
@@ -641,6 +644,8 @@ class Model:
             b.logits[r] = output
 
     def _decode_batch(self, live_cells: int) -> None:
+        if self.cancel_event is not None and self.cancel_event.is_set():
+            raise Cancelled(f"{self.name}: cancelled")
         t0 = time.perf_counter()
         status = llama.llama_decode(self._ctx, self._batch)
         llama.llama_synchronize(self._ctx)

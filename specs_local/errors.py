@@ -15,3 +15,10 @@ class ContextFullError(SpecsError):
 
 class OutOfSequencesError(SpecsError):
     """All parallel sequence slots of a context are in use."""
+
+
+class Cancelled(KeyboardInterrupt):
+    """A search stopped on request (a client went away, or a server is stopping).
+
+    It is a KeyboardInterrupt so that it takes the very path Ctrl-C takes: every
+    strategy and the engine already release what they hold on the way out."""

@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -42,6 +43,11 @@ class Solver:
     models: Models
     config: SearchConfig = field(default_factory=SearchConfig)
     method: str = "specs"
+    _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def __post_init__(self) -> None:
+        for model in self.models.distinct().values():
+            model.cancel_event = self._cancel
 
     @classmethod
     def from_paths(cls, target: str | Path, draft: str | Path | None = None, *, reward: str | Path | None = None,
@@ -100,6 +106,7 @@ class Solver:
             raise SpecsError("the problem is empty")
         config = self.config.with_(**changes)
         search = strategy(method or self.method)(problem, self.models, config)
+        self._cancel.clear()
         try:
             result = yield from search
         finally:
@@ -110,6 +117,12 @@ class Solver:
               **changes) -> SearchResult:
         """Solve one problem; ``on_step`` sees each step as soon as it is chosen."""
         return run(self.stream(problem, method=method, **changes), on_step)
+
+    def cancel(self) -> None:
+        """Stop the search in progress (from any thread): it raises ``Cancelled``
+        at its next decode, between steps or inside a step's decode loop, and
+        gives back every sequence, as on Ctrl-C. The next search starts afresh."""
+        self._cancel.set()
 
     def _release_everything(self) -> None:
         # A search that stopped half-way (Ctrl-C, an error) may leave sequences

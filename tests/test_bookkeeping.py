@@ -176,3 +176,24 @@ def test_real_sigint_at_random_moments_leaves_the_engine_clean(interrupted_solve
         solver._release_everything()
         assert_clean(solver)
     assert interrupted >= 5  # the timers did land inside searches
+
+
+def test_cancel_from_another_thread_stops_the_search_and_frees_everything(interrupted_solver):
+    """Solver.cancel(), as a server calls it when a client goes away: the search
+    raises Cancelled at its next decode, the models are clean, the next search runs."""
+    from specs_local.errors import Cancelled
+
+    solver = interrupted_solver
+    seen = []
+
+    def on_step(step):
+        seen.append(step)
+        if len(seen) == 1:
+            threading.Thread(target=solver.cancel).start()
+            time.sleep(0.2)  # the search goes on meanwhile; it must stop at its next decode
+
+    with pytest.raises(Cancelled):
+        solver.solve(PROBLEM, method="specs", max_steps=50, tau_reject=float("-inf"), on_step=on_step)
+    assert len(seen) == 1
+    assert_clean(solver)
+    assert solver.solve(PROBLEM, method="specs").steps  # a cancel does not outlive its search
