@@ -33,13 +33,14 @@ VERIFIER_QUESTION = "Is the last step correct? Answer Yes or No."
 _SLOT = "\u2063SOLUTION\u2063"  # a marker no template produces, to cut a rendered chat at the solution
 
 
-def problem_messages(problem: str) -> list[dict]:
-    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": problem}]
+def problem_messages(problem: str, system: str | None = None) -> list[dict]:
+    return [{"role": "system", "content": SYSTEM_PROMPT if system is None else system},
+            {"role": "user", "content": problem}]
 
 
-def solution_prompt(model: Model, problem: str) -> str:
-    """The policy prompt: system, problem, then the model's generation prompt."""
-    return model.render_chat(problem_messages(problem), add_generation_prompt=True)
+def solution_prompt(model: Model, problem: str, system: str | None = None) -> str:
+    """The policy prompt: system (ours unless given), problem, then the model's generation prompt."""
+    return model.render_chat(problem_messages(problem, system), add_generation_prompt=True)
 
 
 def question_suffix(model: Model, problem: str, question: str) -> str:

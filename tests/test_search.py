@@ -164,3 +164,13 @@ def test_a_beam_that_never_ends_stops_at_the_step_limit(tiny_models):
         s.close()
     assert result.stop_reason in ("max_steps", "eos") and len(result.steps) <= 10
     assert_accounting(result, s)
+
+
+def test_a_system_prompt_replaces_the_policy_one(solver):
+    default = solver.solve(PROBLEM, method="greedy-target")
+    custom = solver.solve(PROBLEM, method="greedy-target", system_prompt="Be brief.")
+    target = solver.models.target
+    prompt = lambda system: len(target.tokenize(target.render_chat(  # noqa: E731
+        [{"role": "system", "content": system}, {"role": "user", "content": PROBLEM}]), add_special=True))
+    assert default.stats["models"]["target"]["prompt"] == prompt(SYSTEM)
+    assert custom.stats["models"]["target"]["prompt"] == prompt("Be brief.")

@@ -58,7 +58,7 @@ def beam_search(problem: str, models: Models, config: SearchConfig, role: str = 
     completed: list[Beam] = []
     stop_reason = "max_steps"
     try:
-        beams = [Beam(start(model, problem), [])]
+        beams = [Beam(start(model, problem, config), [])]
         for index in range(config.max_steps):
             last = index == config.max_steps - 1
             counts = expansion_counts(config.n, len(beams))

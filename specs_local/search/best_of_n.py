@@ -55,7 +55,7 @@ def best_of_n(problem: str, models: Models, config: SearchConfig) -> SearchGener
     rng = np.random.default_rng(config.seed)
     head = None
     try:
-        head = start(model, problem)
+        head = start(model, problem, config)
         kids, gens = propose(model, head, config.n, config, rng, last=True)
         rewards = reward.score(problem, [], [g.text for g in gens], contexts=kids)
         model.release_all(kids)

@@ -33,6 +33,7 @@ class SearchConfig:
     max_step_tokens: int = 256
     final_step_tokens: int = 1024  # the last allowed step generates to the end of the turn
     seed: int = 0
+    system_prompt: str | None = None  # replaces the policy's system prompt (rewards keep their own)
 
     def with_(self, **changes) -> "SearchConfig":
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -110,9 +111,9 @@ def sampler(config: SearchConfig, temperature: float | None = None) -> SamplerPa
     return SamplerParams(temperature=t, top_p=config.top_p)
 
 
-def start(model: Model, problem: str) -> Sequence:
+def start(model: Model, problem: str, config: SearchConfig) -> Sequence:
     """A sequence holding the problem's chat prompt, evaluated once."""
-    text = solution_prompt(model, problem)
+    text = solution_prompt(model, problem, config.system_prompt)
     tokens = model.tokenize(text, add_special=True, parse_special=True)
     if len(tokens) >= model.n_ctx:
         raise ContextFullError(f"the prompt has {len(tokens)} tokens; the context holds {model.n_ctx} (raise --ctx)")
@@ -175,7 +176,7 @@ def step_by_step(tracker: "Tracker", problem: str, roles: dict[str, Model], conf
     stop_reason = "max_steps"
     try:
         for role, model in roles.items():
-            heads[role] = start(model, problem)
+            heads[role] = start(model, problem, config)
         for index in range(config.max_steps):
             step = next_step(heads, steps, index == config.max_steps - 1)
             steps.append(step)
