@@ -85,14 +85,14 @@ def byte_vocab(extra_token: bool = False, n_vocab: int | None = None) -> tuple[l
 
 
 def write_model(path: str | Path, *, seed: int = 0, shape: str = "tiny", extra_token: bool = False,
-                endless: bool = False, arithmetic: bool = False, chat_template: str | None = CHATML_TEMPLATE) -> Path:
+                endless: bool = False, bigram: str | None = None, chat_template: str | None = CHATML_TEMPLATE) -> Path:
     """Write one random-weight llama GGUF file and return its path.
 
     ``endless``: the end-of-turn token's logit is always 0, below the best of
     the others, so greedy decoding never ends a turn (for interrupt tests).
-    ``arithmetic``: a bigram model of sums (its layers add nothing), whose
-    steps assert equalities the calculator decides ("12+3=45"), and which
-    never ends a turn. ``chat_template``: None writes a model without one."""
+    ``bigram``: one of BIGRAMS, a model whose layers add nothing and whose
+    next token follows a small table (sums the calculator decides, or boxed
+    answers). ``chat_template``: None writes a model without one."""
     import gguf  # the dev extra; imported here so that the module imports without it
 
     spec = SHAPES[shape]
@@ -135,8 +135,8 @@ def write_model(path: str | Path, *, seed: int = 0, shape: str = "tiny", extra_t
 
     embd = rand(n_vocab, spec.n_embd, std=1.0)
     output = rand(n_vocab, spec.n_embd, std=4.0 * scale)
-    if arithmetic:
-        embd, output = arithmetic_bigram(tokens, spec.n_embd, rng)
+    if bigram:
+        embd, output = bigram_weights(tokens, spec.n_embd, rng, BIGRAMS[bigram])
     elif shape == "tiny":
         # Larger rows make the delimiter and end-of-turn tokens come up often, so
         # that steps end by text and by EOS within a few tokens in tests.
@@ -150,7 +150,7 @@ def write_model(path: str | Path, *, seed: int = 0, shape: str = "tiny", extra_t
         w.add_tensor(f"blk.{i}.attn_q.weight", rand(spec.n_embd, spec.n_embd))
         w.add_tensor(f"blk.{i}.attn_k.weight", rand(spec.n_head_kv * head_dim, spec.n_embd))
         w.add_tensor(f"blk.{i}.attn_v.weight", rand(spec.n_head_kv * head_dim, spec.n_embd))
-        quiet = 0.0 if arithmetic else 1.0  # a bigram model: the layers leave the embedding as it is
+        quiet = 0.0 if bigram else 1.0  # a bigram model: the layers leave the embedding as it is
         w.add_tensor(f"blk.{i}.attn_output.weight", rand(spec.n_embd, spec.n_embd) * quiet)
         w.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(spec.n_embd, dtype=np.float32))
         w.add_tensor(f"blk.{i}.ffn_gate.weight", rand(spec.n_ff, spec.n_embd))
@@ -164,34 +164,50 @@ def write_model(path: str | Path, *, seed: int = 0, shape: str = "tiny", extra_t
     return path
 
 
-# Next-token logits of the arithmetic bigram model, by class of the current token.
-_BIGRAM = {
-    "other": {"digit": 6.0},  # the prompt's last token, and any text fed in
-    "digit": {"digit": 2.0, "plus": 3.0, "eq": 3.0, "delim": 3.0},
-    "plus": {"digit": 6.0},
-    "eq": {"digit": 6.0},
-    "delim": {"digit": 6.0},
+# Scripted bigram models: next-token logits by class of the current token
+# (a class is a token, or "digit", "delim", "eog", "other"). Unlisted: -12.
+BIGRAMS = {
+    # Steps that assert sums the calculator decides ("12+3=45"); never ends a turn.
+    "arithmetic": {
+        "other": {"digit": 6.0},  # the prompt's last token, and any text fed in
+        "digit": {"digit": 2.0, "+": 3.0, "=": 3.0, "delim": 3.0},
+        "+": {"digit": 6.0},
+        "=": {"digit": 6.0},
+        "delim": {"digit": 6.0},
+    },
+    # Steps "\boxed{d}" with a random digit d; a solution ends after a few: right 1 time in 10.
+    "boxed": {
+        "other": {"\\": 6.0},
+        "\\": {"b": 6.0}, "b": {"o": 6.0}, "o": {"x": 6.0}, "x": {"e": 6.0}, "e": {"d": 6.0},
+        "d": {"{": 6.0}, "{": {"digit": 6.0}, "digit": {"}": 6.0},
+        "}": {"delim": 3.0, "eog": 3.0},
+        "delim": {"\\": 6.0},
+        "eog": {"\\": 6.0},
+    },
 }
 
 
-def arithmetic_bigram(tokens: list[str], n_embd: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Embedding and output matrices of a bigram model over digits, "+", "=" and
-    the step delimiter: each class of token embeds as one orthonormal direction
-    (scaled to unit RMS, so the final norm keeps it), and a token's output row
-    reads its class's logit from each direction. Other tokens get -12."""
+def bigram_weights(tokens: list[str], n_embd: int, rng: np.random.Generator,
+                   table: dict[str, dict[str, float]]) -> tuple[np.ndarray, np.ndarray]:
+    """Embedding and output matrices of a bigram model: each class of token
+    embeds as one orthonormal direction (scaled to unit RMS, so the final norm
+    keeps it), and a token's output row reads its class's logit from each
+    direction. With the layers silenced, the logits are exactly the table's."""
     def token_class(tok: str) -> str:
         if len(tok) == 1 and tok in "0123456789":
-            return "digit"
-        return {"+": "plus", "=": "eq", "ĊĊ": "delim", ".ĊĊ": "delim"}.get(tok, "other")
+            name = "digit"
+        else:
+            name = {"ĊĊ": "delim", ".ĊĊ": "delim", "<|im_end|>": "eog"}.get(tok, tok)
+        return name if name in table else "other"
 
-    classes = list(_BIGRAM)
+    classes = list(table)
     basis = np.linalg.qr(rng.standard_normal((n_embd, len(classes))))[0].T  # orthonormal rows
     embd = np.empty((len(tokens), n_embd), np.float32)
     output = np.empty((len(tokens), n_embd), np.float32)
     for i, tok in enumerate(tokens):
         to = token_class(tok)
         embd[i] = basis[classes.index(to)] * np.sqrt(n_embd)
-        logits = [_BIGRAM[c].get(to, -12.0) for c in classes]
+        logits = [table[c].get(to, -12.0) for c in classes]
         output[i] = np.asarray(logits) @ basis / np.sqrt(n_embd)
     return embd, output
 
@@ -203,10 +219,10 @@ def main() -> None:
     parser.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
     parser.add_argument("--extra-token", action="store_true", help="a different vocabulary (fingerprint tests)")
     parser.add_argument("--endless", action="store_true", help="greedy decoding never ends the turn")
-    parser.add_argument("--arithmetic", action="store_true", help="steps often assert equalities")
+    parser.add_argument("--bigram", choices=sorted(BIGRAMS), help="a scripted bigram model")
     args = parser.parse_args()
     print(write_model(args.out, seed=args.seed, shape=args.shape, extra_token=args.extra_token, endless=args.endless,
-                      arithmetic=args.arithmetic))
+                      bigram=args.bigram))
 
 
 if __name__ == "__main__":

@@ -81,6 +81,9 @@ class ModelConfig:
     flash_attn: bool | None = None  # None: llama.cpp decides
     n_threads: int | None = None  # None: all cores
     embeddings: bool = False  # per-token hidden states (value-head PRMs)
+    # Graph nodes copied out of each decode (see capture.py), e.g. ("l_out-13",):
+    # a sequence's ``hidden`` is then their values at its last token, concatenated.
+    capture: tuple[str, ...] = ()
 
 
 @dataclass
@@ -98,7 +101,7 @@ class Sequence:
     pending: list[int] = field(default_factory=list)
     pending_kind: str = "generated"  # how pending tokens count once evaluated
     logits: np.ndarray | None = None
-    hidden: np.ndarray | None = None  # last token's hidden state, in embeddings mode
+    hidden: np.ndarray | None = None  # last token's hidden state (embeddings mode, or captured nodes)
     cells: list[int] = field(default_factory=list)  # KV cell ids of ``tokens``, shared with forks
 
     @property
@@ -243,6 +246,7 @@ class Model:
         self.n_ctx = llama.llama_n_ctx(self._ctx)
         self.n_batch = llama.llama_n_batch(self._ctx)
         self.n_embd = llama.llama_model_n_embd(self._model)
+        self.n_layer = llama.llama_model_n_layer(self._model)
         self._batch = llama.llama_batch_init(self.n_batch, 0, 1)
         self._free_ids = list(range(config.n_seq_max - 1, -1, -1))
         self._live: dict[int, Sequence] = {}
@@ -289,6 +293,15 @@ class Model:
         if cfg.embeddings:
             params.embeddings = True
             params.pooling_type = llama.LLAMA_POOLING_TYPE_NONE
+        self._capture = None
+        if cfg.capture:
+            if cfg.embeddings:
+                raise SpecsError("a model reads hidden states by embeddings or by capture, not both")
+            from .capture import ActivationCapture
+
+            self._capture = ActivationCapture(cfg.capture)  # held here: C keeps only a pointer to its callback
+            params.cb_eval = self._capture.callback
+            params.cb_eval_user_data = None
         ctx = llama.llama_init_from_model(self._model, params)
         if not ctx:
             raise ModelLoadError(f"could not create a context for {self.path} (n_ctx={cfg.n_ctx}: out of memory?)")
@@ -624,8 +637,7 @@ class Model:
             self._decode_batch(live_cells=self._cells.live + start + len(chunk))
             outputs = [(item, i) for item, i, out in chunk if out]
             if outputs:
-                # In embeddings mode llama.cpp outputs every row of the batch, flagged or not.
-                at = [r for r, (_, _, out) in enumerate(chunk) if out] if self.config.embeddings else None
+                at = [r for r, (_, _, out) in enumerate(chunk) if out]  # where each output sits in the batch
                 self._collect(plan, outputs, logprob_out, score, at, len(chunk))
 
     def _fill_batch(self, rows: list[tuple[int, int, int, bool]]) -> None:
@@ -646,6 +658,8 @@ class Model:
     def _decode_batch(self, live_cells: int) -> None:
         if self.cancel_event is not None and self.cancel_event.is_set():
             raise Cancelled(f"{self.name}: cancelled")
+        if self._capture is not None:
+            self._capture.clear()
         t0 = time.perf_counter()
         status = llama.llama_decode(self._ctx, self._batch)
         llama.llama_synchronize(self._ctx)
@@ -662,13 +676,12 @@ class Model:
         ptr = llama.llama_get_logits(self._ctx)
         return np.ctypeslib.as_array(ptr, shape=(n, self.n_vocab))
 
-    def _collect(self, plan, outputs, logprob_out, score: bool, at: list[int] | None = None, n_rows: int = 0) -> None:
-        """``at``: where each output sits among the decode's ``n_rows`` rows
-        when every row is output (embeddings mode); None: rows are the outputs."""
-        if at is None:
-            rows, hidden = self._output_rows(len(outputs)), None
-        else:
+    def _collect(self, plan, outputs, logprob_out, score: bool, at: list[int], n_rows: int) -> None:
+        """``at``: where each output sits among the decode's ``n_rows`` rows."""
+        if self.config.embeddings:  # llama.cpp then outputs every row of the batch, flagged or not
             rows, hidden = self._output_rows(n_rows)[at], self._output_hidden(n_rows)[at]
+        else:
+            rows, hidden = self._output_rows(len(outputs)), self._captured_hidden(at, n_rows)
         if score:
             # Row for fed[i] predicts fed[i+1]; it scores an appended token when i+1 >= start.
             picks = [
@@ -687,6 +700,21 @@ class Model:
                 plan[item][0].logits = np.array(rows[r])  # a copy: the next decode reuses the buffer
                 if hidden is not None:
                     plan[item][0].hidden = np.array(hidden[r])
+
+    def _captured_hidden(self, at: list[int], n_rows: int) -> np.ndarray | None:
+        """The captured nodes at the output rows, side by side. A node of a
+        middle layer holds every row of the batch; the last layer's output and
+        the final norm only the output rows."""
+        if self._capture is None:
+            return None
+        captured = self._capture.take(self.name)
+        parts = []
+        for name in self._capture.names:
+            values = captured[name]
+            parts.append(values[at] if len(values) == n_rows and len(values) != len(at) else values)
+            if len(parts[-1]) != len(at):
+                raise SpecsError(f"{self.name}: node {name} has {len(values)} rows for {len(at)} outputs")
+        return np.concatenate(parts, axis=1)
 
     def _output_hidden(self, n: int) -> np.ndarray:
         """Final-norm hidden states of the last decode's output rows (pooling none)."""

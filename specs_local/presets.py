@@ -42,8 +42,8 @@ from .errors import ModelLoadError, SpecsError
 
 ROLES = ("draft", "target", "reward")
 # As in rewards.py; only "calculator" needs no model file.
-REWARD_KINDS = ("verifier", "self", "token-prm", "value-prm", "calculator", "calculator+self", "calculator+verifier",
-                "calculator+token-prm", "calculator+value-prm")
+REWARD_KINDS = ("verifier", "self", "token-prm", "value-prm", "probe", "calculator", "calculator+self",
+                "calculator+verifier", "calculator+token-prm", "calculator+value-prm", "calculator+probe")
 DEFAULT_PRESET = "small"
 
 _CHUNK = 8 << 20  # bytes per read while joining or hashing
@@ -533,6 +533,11 @@ def sha256_file(path: Path, *, progress: bool = False, label: str = "") -> str:
             digest.update(chunk)
             advance(len(chunk))
     return digest.hexdigest()
+
+
+def known_sha256(path: Path) -> str:
+    """A model file's sha256: from its cache sidecar where it has one, else hashed now."""
+    return read_sidecar(path) or sha256_file(path)
 
 
 def sidecar_path(path: Path) -> Path:

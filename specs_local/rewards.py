@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .calculator import NEUTRAL, check_step
+from .calculator import NEUTRAL, REWARD_FALSE, check_step
 from .engine import Model, Sequence
 from .errors import SpecsError
 from .presets import REWARD_KINDS
@@ -261,6 +261,23 @@ class ValueHeadReward(PromptedReward):
         return np.array([self.head(s.hidden) for s in seqs])
 
 
+class ProbeReward(PromptedReward):
+    """An outcome-supervised value head (a "probe") on the target's own hidden
+    state at the candidate's last token, read from the decode that evaluated
+    the candidate: the target's scoring prefill of a draft step, or the decode
+    that feeds a target step's last token (which the next step feeds anyway).
+    With the target's forks as contexts it runs no decode of its own."""
+
+    def __init__(self, target: Model, head, *, name: str = "probe"):
+        self.head = head
+        super().__init__(target, good=" ", bad=" ", layout=Layout(), name=name, self_verify=True)
+
+    def _read(self, seqs: list[Sequence]) -> np.ndarray:
+        if any(s.hidden is None for s in seqs):
+            raise SpecsError(f"{self.model.name}: load the target with the probe's capture (ModelConfig.capture)")
+        return self.head.predict(np.stack([s.hidden for s in seqs]))
+
+
 @dataclass
 class ValueHead:
     """Layers as (weight, bias) pairs applied with ReLU between them."""
@@ -301,10 +318,13 @@ class CalculatorReward:
 
     A step with a false arithmetic equality gets a low reward and one whose
     equalities all hold a high one, without running any model; the rest are
-    scored by ``fallback`` (or get a neutral 0.5) in one batched call."""
+    scored by ``fallback`` (or get a neutral 0.5) in one batched call. With
+    ``veto``, the calculator only condemns: a step whose arithmetic holds goes
+    to the fallback too, since true arithmetic says nothing of the reasoning."""
 
-    def __init__(self, fallback=None):
+    def __init__(self, fallback=None, veto: bool = False):
         self.fallback = fallback
+        self.veto = veto
         self.name = "calculator" + (f"+{fallback.name}" if fallback is not None else "")
         self.stats = RewardStats()
         self.model = getattr(fallback, "model", None)
@@ -313,6 +333,8 @@ class CalculatorReward:
               contexts: list[Sequence] | None = None) -> np.ndarray:
         t0 = time.perf_counter()
         verdicts = [check_step(c) for c in candidates]
+        if self.veto:
+            verdicts = [v if v == REWARD_FALSE else None for v in verdicts]
         rewards = np.array([NEUTRAL if v is None else v for v in verdicts], dtype=float)
         open_ = [i for i, v in enumerate(verdicts) if v is None]
         if open_ and self.fallback is not None:
@@ -355,6 +377,24 @@ def make_value_prm(model: Model, head: "ValueHead", *, prefix: str = "{problem}\
     return ValueHeadReward(model, head, layout=Layout(step=step_template), prefix=prefix)
 
 
+def make_probe(target: Model, head) -> ProbeReward:
+    return ProbeReward(target, head)
+
+
+def load_probe_head(path: str | Path, target: Model):
+    """A probe head checked against the target it will read: same vocabulary and
+    the same hidden-state layout (the target must capture the head's nodes)."""
+    from .probe import ProbeHead
+
+    from .presets import known_sha256
+
+    head = ProbeHead.load(path)
+    head.require("target_vocab", target.vocab_fingerprint)
+    head.require("target_sha256", known_sha256(target.path))
+    head.require("capture", list(target.config.capture), what="target's captured layers")
+    return head
+
+
 def make_reward(kind: str, *, target: Model, reward_model: Model | None = None,
                 value_head: str | Path | None = None, template: dict | None = None):
     """Build a reward of ``kind`` on the given models (reward_model defaults to the target).
@@ -374,6 +414,10 @@ def make_reward(kind: str, *, target: Model, reward_model: Model | None = None,
         inner = _build(make_verifier, kind, settings, model, self_verify=model is target, name="verifier")
     elif base == "token-prm":
         inner = _build(make_token_prm, kind, settings, model)
+    elif base == "probe":
+        if value_head is None:
+            raise SpecsError(f"--reward-kind {kind} needs a value head trained for the target (--value-head HEAD.npz)")
+        inner = _build(make_probe, kind, settings, target, load_probe_head(value_head, target))
     elif base == "value-prm":
         if value_head is None:
             raise SpecsError("--reward-kind value-prm needs a value head (.npz) beside the PRM; see scripts/convert_value_head.py")
@@ -382,7 +426,9 @@ def make_reward(kind: str, *, target: Model, reward_model: Model | None = None,
         raise SpecsError(f"unknown reward kind {kind!r}; choose one of {', '.join(REWARD_KINDS)}")
     if kind == "calculator" and settings:
         raise SpecsError(f"reward kind calculator takes no template settings (got {', '.join(sorted(settings))})")
-    return CalculatorReward(inner) if kind.startswith("calculator") else inner
+    if not kind.startswith("calculator"):
+        return inner
+    return CalculatorReward(inner, veto=base == "probe")  # the head judges reasoning; arithmetic can only veto
 
 
 def _build(make, kind: str, settings: dict, *args, **fixed):

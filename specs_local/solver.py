@@ -27,15 +27,22 @@ class EngineOptions:
     flash_attn: bool | None = None
     main_gpu: int = 0
 
-    def model_config(self, n_seq_max: int, embeddings: bool = False) -> ModelConfig:
+    def model_config(self, n_seq_max: int, embeddings: bool = False, capture: tuple[str, ...] = ()) -> ModelConfig:
         return ModelConfig(n_ctx=self.ctx, n_seq_max=n_seq_max, n_gpu_layers=self.n_gpu_layers,
                            n_threads=self.threads, flash_attn=self.flash_attn, main_gpu=self.main_gpu,
-                           embeddings=embeddings)
+                           embeddings=embeddings, capture=capture)
 
 
 def sequences_needed(config: SearchConfig) -> int:
     """Parallel sequences a model needs: heads, n candidates, and a reward cache of n more."""
     return max(8, 2 * config.n + 4)
+
+
+def probe_capture(head_path: str | Path) -> tuple[str, ...]:
+    """The target nodes a probe head reads, so the target is loaded to capture them."""
+    from .probe import ProbeHead
+
+    return tuple(ProbeHead.load(head_path).provenance.get("capture") or ())
 
 
 @dataclass
@@ -58,7 +65,8 @@ class Solver:
         ``reward_template``: the reward's prompt settings (see rewards.make_reward)."""
         strategy(method)  # fail on an unknown method before loading anything
         n_seq = sequences_needed(config)
-        target_model = Model(target, engine.model_config(n_seq))
+        capture = probe_capture(value_head) if reward_kind.endswith("probe") and value_head else ()
+        target_model = Model(target, engine.model_config(n_seq, capture=capture))
         draft_model = Model(draft, engine.model_config(n_seq)) if draft else None
         reward_model = None
         if reward and Path(reward) != Path(target):

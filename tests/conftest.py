@@ -36,8 +36,11 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
         "other": make.write_model(folder / "other.gguf", seed=3, extra_token=True),
         "endless": make.write_model(folder / "endless.gguf", seed=2, endless=True),
         # Long searches whose steps assert equalities (the calculator decides them).
-        "arith": make.write_model(folder / "arith.gguf", seed=4, endless=True, arithmetic=True),
-        "arith-draft": make.write_model(folder / "arith-draft.gguf", seed=5, endless=True, arithmetic=True),
+        "arith": make.write_model(folder / "arith.gguf", seed=4, bigram="arithmetic"),
+        "arith-draft": make.write_model(folder / "arith-draft.gguf", seed=5, bigram="arithmetic"),
+        # Solutions of boxed digits: right 1 time in 10 against a one-digit gold answer.
+        "boxed": make.write_model(folder / "boxed.gguf", seed=8, bigram="boxed"),
+        "boxed-draft": make.write_model(folder / "boxed-draft.gguf", seed=9, bigram="boxed"),
         # PRM-like files: no chat template, and a template that refuses a system turn (Mistral-style).
         "no-template": make.write_model(folder / "no-template.gguf", seed=6, chat_template=None),
         "no-system": make.write_model(folder / "no-system.gguf", seed=7, chat_template=no_system),

@@ -67,6 +67,7 @@ def main(ctx: click.Context, config_path: Path | None) -> None:
     """Offline test-time scaling for reasoning with local GGUF models (SPECS on llama.cpp)."""
     values = read_config(config_path or default_config_path(), explicit=config_path is not None)
     ctx.default_map = {name: values for name in COMMANDS_WITH_SEARCH_FLAGS}
+    ctx.default_map["value"] = {"collect": values}
 
 
 def search_options(func):
@@ -148,8 +149,9 @@ from .bench import bench, profile  # noqa: E402
 from .eval_reward import eval_reward  # noqa: E402
 from .models import models  # noqa: E402
 from .solve import solve  # noqa: E402
+from .value import value  # noqa: E402
 
-for command in (solve, batch, bench, profile, eval_reward, models):
+for command in (solve, batch, bench, profile, eval_reward, models, value):
     main.add_command(command)
 
 __all__ = ["main"]

@@ -1,0 +1,145 @@
+"""``specs-local value``: collect training data for a value head on your own
+target and problems, train the head, and use it with ``--reward-kind probe``.
+
+    specs-local value collect ../shared/data/gsm8k-train.jsonl -o runs/value/small.jsonl --limit 80
+    specs-local value train runs/value/small.jsonl -o small-probe.npz
+    specs-local solve --reward-kind calculator+probe --value-head small-probe.npz "What is 12 times 7?"
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+
+from ..errors import SpecsError
+from . import SEARCH_KEYS, handle_interrupt, search_options
+from .batch import InputError
+
+
+@click.group()
+def value():
+    """Train a value head (probe) on the target's hidden states."""
+
+
+def capture_names(layers: str, n_layer: int) -> tuple[str, ...]:
+    """``--layers`` ("13,18,final", or "auto": the middle, two thirds, and the final norm) as graph nodes."""
+    from ..capture import FINAL_NORM, layer_output
+
+    if layers == "auto":
+        return layer_output(n_layer // 2), layer_output(2 * n_layer // 3), FINAL_NORM
+    names = []
+    for part in layers.split(","):
+        part = part.strip()
+        if part == "final":
+            names.append(FINAL_NORM)
+        elif part.isdigit() and int(part) < n_layer:
+            names.append(layer_output(int(part)))
+        else:
+            raise click.BadParameter(f"{part!r} is not a layer of 0..{n_layer - 1} or 'final'", param_hint="--layers")
+    return tuple(dict.fromkeys(names))
+
+
+class CollectProgress:
+    """done/total, rate, ETA, and the share of correct solutions so far."""
+
+    def __init__(self, total: int, prior: list[dict], enabled: bool):
+        self.total, self.enabled = total, enabled
+        self.done, self.done_now = len(prior), 0
+        self.solutions = sum(r["n_solutions"] for r in prior)
+        self.correct = sum(r["n_correct"] for r in prior)
+        self.started = time.monotonic()
+
+    def advance(self, record: dict) -> None:
+        self.done, self.done_now = self.done + 1, self.done_now + 1
+        self.solutions += record["n_solutions"]
+        self.correct += record["n_correct"]
+        if not self.enabled:
+            return
+        rate = self.done_now / max(time.monotonic() - self.started, 1e-9)
+        eta = (self.total - self.done) / rate
+        click.echo(f"{self.done}/{self.total} | {rate * 60:.2f}/min | ETA {eta / 60:.0f} min | "
+                   f"correct solutions {self.correct}/{self.solutions} "
+                   f"({self.correct / max(self.solutions, 1):.0%}) | {record['id']}", err=True)
+
+
+@value.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.option("-o", "--output", "output_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="JSONL of labelled solutions (features beside it); rerunning resumes it.")
+@click.option("--samples", "k", type=click.IntRange(1, 32), default=4, show_default=True,
+              help="Solutions per problem from each of the target and the draft.")
+@click.option("--layers", default="auto", show_default=True,
+              help="Target layers whose output is recorded: comma-separated indices and 'final'.")
+@click.option("--limit", type=click.IntRange(1), default=None)
+@click.option("--offset", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--no-draft", is_flag=True, help="Sample from the target only.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+@search_options
+@handle_interrupt
+def collect(input_path, output_path, k, layers, limit, offset, no_draft, progress, **opts):
+    """Sample solutions to INPUT's problems (JSONL with answers) step by step and
+    record, for every step, the target's hidden state and whether its solution
+    ends correct. Never collect on a benchmark set you report on."""
+    from ..batch import OutputLog, read_problems
+    from ..collect import collect as run_collect
+    from ..engine import Model
+    from ..presets import known_sha256, load_preset, resolve
+    from ..search import SearchConfig
+    from ..solver import EngineOptions
+
+    try:
+        problems = read_problems(input_path)[offset:][:limit]
+    except SpecsError as err:
+        raise InputError(str(err))
+    manifest = load_preset(opts["preset"])
+    paths = {role: resolve(opts[role] or role, role=role, preset=opts["preset"], progress=progress)
+             for role in ("target", "draft")}
+    search = {key: opts[key] for key in SEARCH_KEYS if opts.get(key) is not None}
+    config = SearchConfig().with_(**dict(manifest.search_defaults)).with_(**search)
+    engine = EngineOptions(n_gpu_layers=opts["n_gpu_layers"], threads=opts["threads"], ctx=opts["ctx"])
+    probe = Model(paths["target"], engine.model_config(2))
+    try:
+        names = capture_names(layers, probe.n_layer)
+    finally:
+        probe.close()
+    target = Model(paths["target"], engine.model_config(k + 2, capture=names))
+    draft = None if no_draft else Model(paths["draft"], engine.model_config(k + 2))
+    if draft is not None and draft.vocab_fingerprint != target.vocab_fingerprint:
+        raise SpecsError("the draft and the target have different vocabularies; use --no-draft or another draft")
+    meta = {"target_file": target.name, "target_sha256": known_sha256(paths["target"]),
+            "target_vocab": target.vocab_fingerprint, "draft_file": draft.name if draft else None,
+            "capture": list(names), "width": target.n_embd * len(names), "k": k,
+            "temperature": config.temperature, "max_steps": config.max_steps,
+            "max_step_tokens": config.max_step_tokens, "seed": config.seed, "data": str(input_path)}
+    with OutputLog(output_path) as log:  # only to read what is done: the collection opens it again
+        prior = [r for r in log.records.values()]
+    bar = CollectProgress(len(problems), prior, progress)
+    run_collect(problems, output_path, target=target, draft=draft, k=k, config=config, meta=meta,
+                on_record=bar.advance)
+    click.echo(f"{bar.done}/{bar.total} problems, {bar.correct}/{bar.solutions} solutions correct -> {output_path}")
+
+
+@value.command()
+@click.argument("collection_path", metavar="COLLECTION", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", "head_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The head file (.npz) to write.")
+@click.option("--val-fraction", type=click.FloatRange(0.05, 0.5), default=0.2, show_default=True,
+              help="Share of problems held out for validation (split by problem).")
+@click.option("--seed", type=int, default=0, show_default=True)
+def train(collection_path, head_path, val_fraction, seed):
+    """Fit a calibrated logistic head on COLLECTION (from `value collect`) and write it."""
+    from ..collect import load_collection
+    from ..probe_train import train_probe
+
+    collection = load_collection(collection_path)
+    head, summary = train_probe(collection, val_fraction=val_fraction, seed=seed, data=str(collection_path))
+    head.save(head_path)
+    for tried in summary["tried"]:
+        click.echo(f"{'+'.join(tried['capture'])}: cv pairwise {tried['cv_pairwise']:.3f} | validation "
+                   f"pairwise last step {tried['pairwise_last']:.3f} ({tried['pairs_last']} pairs), first "
+                   f"differing step {tried['pairwise_first_differing']:.3f} | step AUC {tried['auc_steps']:.3f}")
+    report = Path(head_path).with_suffix(".report.json")
+    report.write_text(json.dumps(summary, indent=2) + "\n")
+    click.echo(f"chose {'+'.join(summary['chosen'])} -> {head_path} (figures: {report})")

@@ -1,0 +1,219 @@
+"""Training data for a value head: solutions sampled step by step, labelled by
+their outcome, with the target's hidden state at every step's last token.
+
+Per problem, k solutions come from the target and k from the draft, each batch
+of k in one decode per token, at the search's temperature: SPECS judges draft
+steps and beam search and deferral judge target steps, so the head must see
+both. The hidden state is read in the decode that evaluates the step on the
+target: for a draft step, the target's scoring prefill of it (as in SPECS);
+for a target step, the decode that feeds its last token (which the next step
+would feed anyway). Each step's label is whether its solution ends correct
+(outcome supervision, OVM).
+
+Output: a JSONL log of one record per problem (resumable, as `batch`'s) and a
+features file of float16 rows that the records point into, plus a
+``.meta.json`` that says what the rows are (target file, layers, width).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .answers import extract_boxed, grade
+from .batch import OutputLog, Problem
+from .calculator import check_step
+from .engine import Model, Sequence
+from .errors import SpecsError
+from .search.common import SearchConfig, sampler, start
+
+SOURCES = ("target", "draft")
+
+
+@dataclass(frozen=True)
+class Collection:
+    """A collection loaded for training: one row per step."""
+
+    features: np.ndarray  # (steps, width) float32
+    labels: np.ndarray  # 1: the step's solution ends correct
+    groups: np.ndarray  # problem id of each row
+    solutions: np.ndarray  # index of the row's solution, unique across the collection
+    step_index: np.ndarray
+    source: np.ndarray  # "target" | "draft"
+    meta: dict
+
+
+def sample_solutions(target: Model, policy: Model, problem: str, k: int, config: SearchConfig,
+                     rng: np.random.Generator) -> list[dict]:
+    """k solutions of ``policy`` (the target or the draft), step by step, with the
+    target's hidden state after each step: [{"steps": [...], "hidden": [rows]}]."""
+    own = policy is target
+    heads = [start(target, problem, config)] + ([] if own else [start(policy, problem, config)])
+    seqs_t: list[Sequence] = []
+    seqs_p: list[Sequence] = []
+    try:
+        seqs_t = target.fork(heads[0], k)
+        seqs_p = seqs_t if own else policy.fork(heads[1], k)
+        solutions = [{"steps": [], "hidden": []} for _ in range(k)]
+        active = list(range(k))
+        for index in range(config.max_steps):
+            last = index == config.max_steps - 1
+            budget = _budget([target, policy], len(active), config, last)
+            if budget is None:
+                break  # the context is full: these solutions end unfinished (and count as wrong)
+            gens = policy.generate([seqs_p[i] for i in active], sampler(config), rng, max_tokens=budget,
+                                   stop_at_delimiter=not last)
+            if own:
+                target.flush([seqs_t[i] for i in active])  # feeds each step's last token: its hidden state
+                target_lp = [g.logprobs for g in gens]
+            else:
+                target_lp = target.extend([(seqs_t[i], g.tokens) for i, g in zip(active, gens)], kind="scored",
+                                          score=True)
+            for i, g, lp in zip(active, gens, target_lp):
+                solutions[i]["steps"].append({
+                    "text": g.text, "tokens": len(g.tokens), "finish": g.finish,
+                    "target_logprob": float(np.mean(lp)) if len(lp) else 0.0,
+                    "policy_logprob": g.mean_logprob, "calculator": check_step(g.text),
+                })
+                solutions[i]["hidden"].append(seqs_t[i].hidden)
+            active = [i for i, g in zip(active, gens) if g.finish != "eog"]
+            if not active:
+                break
+    finally:
+        target.release_all(seqs_t + heads[:1])
+        if not own:
+            policy.release_all(seqs_p + heads[1:])
+    return solutions
+
+
+def _budget(models: list[Model], n: int, config: SearchConfig, last: bool) -> int | None:
+    """Tokens each of n diverging sequences may add this step: the KV cells left in
+    every model, shared out; None when not even a short step fits."""
+    wanted = config.final_step_tokens if last else config.max_step_tokens
+    room = min((m.n_ctx - m.live_cells) // n - 16 for m in models)
+    return min(wanted, room) if room >= min(wanted, 16) else None
+
+
+class FeatureFile:
+    """Append-only float16 rows; a record names its rows by offset, so rows
+    past the last record (a kill between the two writes) are cut on open."""
+
+    def __init__(self, path: Path, width: int, rows_in_records: int):
+        self.path, self.width = path, width
+        self._f = open(path, "ab+")
+        row_bytes = 2 * width
+        have = self._f.seek(0, os.SEEK_END) // row_bytes
+        if have < rows_in_records:
+            raise SpecsError(f"{path} holds {have} feature rows but its records name {rows_in_records}; "
+                             "it does not belong to this log")
+        self._f.truncate(rows_in_records * row_bytes)
+        self.rows = rows_in_records
+
+    def append(self, rows: np.ndarray) -> int:
+        """Write rows durably; returns the offset of the first."""
+        offset = self.rows
+        self._f.write(np.ascontiguousarray(rows, dtype=np.float16).tobytes())
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self.rows += len(rows)
+        return offset
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def output_paths(out: Path) -> tuple[Path, Path]:
+    return out.with_suffix(".features.f16"), out.with_suffix(".meta.json")
+
+
+def open_meta(meta_path: Path, meta: dict) -> None:
+    """Write the meta file, or check that a resumed run collects the same kind of rows."""
+    if meta_path.exists():
+        old = json.loads(meta_path.read_text())
+        for key in ("target_sha256", "capture", "width"):
+            if old.get(key) != meta.get(key):
+                raise SpecsError(f"{meta_path} was collected with {key} {old.get(key)!r}, not {meta.get(key)!r}; "
+                                 "choose another output file")
+        return
+    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def problem_record(problem: Problem, by_source: dict[str, list[dict]], offset: int, method: str) -> dict:
+    """The JSONL record of one problem; step rows follow one another from ``offset``."""
+    solutions = []
+    for source, sols in by_source.items():
+        for sol in sols:
+            text = "".join(step["text"] for step in sol["steps"])
+            answer = extract_boxed(text)
+            correct = grade(answer, problem.gold) if problem.gold is not None else None
+            solutions.append({"source": source, "answer": answer, "correct": correct, "steps": sol["steps"]})
+    n_rows = sum(len(s["steps"]) for s in solutions)
+    return {"id": problem.id, "problem": problem.text, "gold": problem.gold, "method": method,
+            "features": {"offset": offset, "rows": n_rows}, "solutions": solutions,
+            "n_solutions": len(solutions), "n_correct": sum(s["correct"] is True for s in solutions)}
+
+
+def collect(problems: list[Problem], out: Path, *, target: Model, draft: Model | None, k: int,
+            config: SearchConfig, meta: dict, on_record=None) -> None:
+    """Collect every problem not yet in ``out``; one durable record each."""
+    features_path, meta_path = output_paths(out)
+    open_meta(meta_path, meta)
+    with OutputLog(out) as log:
+        done_rows = sum(r["features"]["rows"] for r in log.records.values())
+        features = FeatureFile(features_path, meta["width"], done_rows)
+        try:
+            for problem in problems:
+                if problem.id in log or problem.error is not None or problem.gold is None:
+                    continue
+                rng = np.random.default_rng([config.seed, int(hashlib.sha256(problem.id.encode()).hexdigest()[:8], 16)])
+                by_source = {}
+                for source in SOURCES:
+                    policy = target if source == "target" else draft
+                    if policy is not None:
+                        by_source[source] = sample_solutions(target, policy, problem.text, k, config, rng)
+                rows = np.stack([h for sols in by_source.values() for s in sols for h in s["hidden"]])
+                offset = features.append(rows)
+                for sols in by_source.values():
+                    for s in sols:
+                        del s["hidden"]
+                record = problem_record(problem, by_source, offset, "collect")
+                log.append(record)
+                if on_record is not None:
+                    on_record(record)
+        finally:
+            features.close()
+
+
+def load_collection(out: Path) -> Collection:
+    """Every step row of a collection, with its label and problem."""
+    features_path, meta_path = output_paths(out)
+    if not meta_path.exists() or not features_path.exists():
+        raise SpecsError(f"{out} is not a collection (no {meta_path.name} or {features_path.name} beside it)")
+    meta = json.loads(meta_path.read_text())
+    with OutputLog(out) as log:
+        records = list(log.records.values())
+    width = meta["width"]
+    raw = np.fromfile(features_path, dtype=np.float16)
+    matrix = raw[: len(raw) // width * width].reshape(-1, width)
+    rows, labels, groups, solutions, steps, sources = [], [], [], [], [], []
+    solution_id = 0
+    for record in records:
+        at = record["features"]["offset"]
+        for sol in record["solutions"]:
+            for index, _ in enumerate(sol["steps"]):
+                rows.append(at)
+                labels.append(1 if sol["correct"] else 0)
+                groups.append(record["id"])
+                solutions.append(solution_id)
+                steps.append(index)
+                sources.append(sol["source"])
+                at += 1
+            solution_id += 1
+    if rows and max(rows) >= len(matrix):
+        raise SpecsError(f"{features_path} is shorter than its records say")
+    return Collection(matrix[rows].astype(np.float32), np.array(labels), np.array(groups), np.array(solutions),
+                      np.array(steps), np.array(sources), meta)

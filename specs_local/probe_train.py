@@ -1,0 +1,109 @@
+"""From a collection to a probe head: a validation split by problem, a choice of
+layers, the fit, and the figures that matter for search.
+
+What matters is discrimination *within* a problem: a search chooses among
+candidates for the same problem, so a head that only recognises hard problems
+does not help it. The headline figures are therefore pairwise accuracies over
+same-problem pairs of one correct and one wrong solution, scored at their last
+step and at their first differing step; across-problem AUC is reported too.
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+
+import numpy as np
+
+from .collect import Collection
+from .errors import SpecsError
+from .probe import ProbeHead, pairwise_accuracy, roc_auc, train_head
+
+
+def validation_mask(groups: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
+    """True for the rows of the validation problems: a fixed share of problems,
+    chosen by a hash of the id, so the split never moves as a collection grows."""
+    def bucket(problem_id: str) -> float:
+        digest = hashlib.sha256(f"{seed}:{problem_id}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64
+
+    chosen = {g: bucket(str(g)) < fraction for g in np.unique(groups)}
+    return np.array([chosen[g] for g in groups])
+
+
+def columns(meta: dict, names: list[str]) -> np.ndarray:
+    """Feature columns of the captured nodes ``names`` (each node is one block of the row)."""
+    capture, width = meta["capture"], meta["width"] // len(meta["capture"])
+    return np.concatenate([np.arange(capture.index(n) * width, (capture.index(n) + 1) * width) for n in names])
+
+
+def solution_scores(collection: Collection, scores: np.ndarray, rows: np.ndarray, at: str) -> tuple:
+    """One score per solution among ``rows``: at its last step, or at the step where
+    it first differs from the other solutions of its problem (there: step 0 when
+    solutions are sampled independently from the prompt)."""
+    picked = {}
+    for r in np.flatnonzero(rows):
+        sol = collection.solutions[r]
+        step = collection.step_index[r]
+        if at == "last":
+            if sol not in picked or step > collection.step_index[picked[sol]]:
+                picked[sol] = r
+        elif step == 0:  # first differing step
+            picked[sol] = r
+    idx = np.array(sorted(picked.values()))
+    return scores[idx], collection.labels[idx], collection.groups[idx]
+
+
+def figures(collection: Collection, scores: np.ndarray, rows: np.ndarray) -> dict:
+    """The headline figures of ``scores`` over ``rows`` (the validation problems)."""
+    out = {}
+    for at in ("last", "first_differing"):
+        s, y, g = solution_scores(collection, scores, rows, at)
+        acc, pairs = pairwise_accuracy(s, y, g)
+        out[f"pairwise_{at}"], out[f"pairs_{at}"] = acc, pairs
+    out["auc_steps"] = roc_auc(scores[rows], collection.labels[rows])
+    out["rows"], out["problems"] = int(rows.sum()), int(len(np.unique(collection.groups[rows])))
+    return out
+
+
+def train_probe(collection: Collection, *, candidates: list[list[str]] | None = None, val_fraction: float = 0.2,
+                seed: int = 0, data: str = "") -> tuple[ProbeHead, dict]:
+    """Fit a head on each candidate set of nodes (default: each node alone) on the
+    training problems, keep the one with the best cross-validated pairwise
+    accuracy, and report its validation figures."""
+    meta = collection.meta
+    candidates = candidates or [[name] for name in meta["capture"]]
+    val = validation_mask(collection.groups, val_fraction, seed)
+    train = ~val
+    if not train.any() or not val.any():
+        raise SpecsError(f"{len(np.unique(collection.groups))} problems are too few to split "
+                         f"{1 - val_fraction:.0%}/{val_fraction:.0%} by problem")
+    tried = []
+    for names in candidates:
+        cols = columns(meta, names)
+        head, report = train_head(collection.features[train][:, cols], collection.labels[train],
+                                  collection.groups[train], feature_names=[f"{n}[{i}]" for n in names
+                                                                          for i in range(len(cols) // len(names))],
+                                  seed=seed)
+        val_figures = figures(collection, _predict(head, collection.features, cols), val)
+        tried.append({"capture": names, "cv": report, "validation": val_figures, "head": head})
+    best = max(tried, key=lambda t: (t["cv"].get("cv_pairwise_accuracy") or 0.0))
+    head = best["head"]
+    head.provenance.update({
+        "capture": best["capture"],
+        "target_vocab": meta["target_vocab"],
+        "target_sha256": meta["target_sha256"],
+        "target_file": meta["target_file"],
+        "data": data,
+        "date": datetime.date.today().isoformat(),
+        "collection": {k: meta[k] for k in ("k", "temperature", "max_steps", "max_step_tokens") if k in meta},
+        "validation": best["validation"],
+        "cv": {k: v for k, v in best["cv"].items() if not isinstance(v, (list, dict))},
+    })
+    summary = {"chosen": best["capture"],
+               "tried": [{"capture": t["capture"], "cv_pairwise": t["cv"].get("cv_pairwise_accuracy"),
+                          **t["validation"]} for t in tried]}
+    return head, summary
+
+
+def _predict(head: ProbeHead, features: np.ndarray, cols: np.ndarray, block: int = 4096) -> np.ndarray:
+    return np.concatenate([head.predict(features[i:i + block][:, cols]) for i in range(0, len(features), block)])

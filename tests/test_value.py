@@ -1,0 +1,180 @@
+"""The value-head pipeline end to end on tiny GGUF models: `value collect`
+(hidden states read in the decodes that evaluate each step, durable and
+resumable), `value train`, and the `probe` reward that reads the head in the
+target's own scoring prefill."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from specs_local.cli import main
+from specs_local.collect import load_collection, output_paths
+from specs_local.engine import Model, ModelConfig
+from specs_local.errors import SpecsError
+from specs_local.rewards import make_reward, solution_prompt
+from specs_local.search import SearchConfig
+from specs_local.solver import EngineOptions, Solver
+
+PROBLEMS = [{"id": f"p{i}", "problem": f"What is {i} + {i % 3}?", "answer": str(i + i % 3)} for i in range(8)]
+
+
+def collect_args(tiny_models, data, out, *extra):
+    return ["value", "collect", str(data), "-o", str(out), "--target", str(tiny_models["boxed"]),
+            "--draft", str(tiny_models["boxed-draft"]), "--threads", "1", "--ctx", "2048", "--max-steps", "4",
+            "--max-step-tokens", "12", "--samples", "3", "--layers", "final", "--seed", "1", *extra]
+
+
+@pytest.fixture(scope="module")
+def collection(tiny_models, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("collect")
+    data = folder / "train.jsonl"
+    data.write_text("".join(json.dumps(p) + "\n" for p in PROBLEMS))
+    out = folder / "small.jsonl"
+    result = CliRunner().invoke(main, collect_args(tiny_models, data, out))
+    assert result.exit_code == 0, result.output
+    return data, out
+
+
+def test_collect_labels_every_step_with_its_solutions_outcome(collection):
+    data, out = collection
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in records] == [p["id"] for p in PROBLEMS]
+    for record in records:
+        assert [s["source"] for s in record["solutions"]] == ["target"] * 3 + ["draft"] * 3
+        for sol in record["solutions"]:
+            assert sol["correct"] == (sol["answer"] == record["gold"])  # math-verify on one-digit answers
+    loaded = load_collection(out)
+    assert len(loaded.features) == sum(r["features"]["rows"] for r in records)
+    assert set(loaded.labels) == {0, 1}  # the boxed model is right about 1 time in 10
+    meta = json.loads(output_paths(out)[1].read_text())
+    assert meta["capture"] == ["result_norm"] and meta["width"] == loaded.features.shape[1]
+
+
+def test_collected_features_are_the_targets_hidden_state_at_each_step_end(collection, tiny_models):
+    """Each row equals the final-norm hidden state a fresh target evaluation of
+    prompt + steps gives at the step's last token (read there in embeddings mode)."""
+    _, out = collection
+    record = json.loads(out.read_text().splitlines()[0])
+    loaded = load_collection(out)
+    model = Model(tiny_models["boxed"], ModelConfig(n_ctx=2048, n_seq_max=2, n_threads=1, embeddings=True))
+    try:
+        prompt = model.tokenize(solution_prompt(model, record["problem"]), add_special=True)
+        row = record["features"]["offset"]
+        for index, sol in enumerate(record["solutions"]):
+            tokens = list(prompt)
+            for step in sol["steps"]:
+                tokens += model.tokenize(step["text"]) + ([model.eot_token] if step["finish"] == "eog" else [])
+                if index in (0, 3):  # one solution from the target, one from the draft
+                    seq = model.new_sequence(tokens)
+                    np.testing.assert_allclose(loaded.features[row], seq.hidden, rtol=2e-3, atol=2e-3)
+                    model.release(seq)
+                row += 1
+    finally:
+        model.close()
+
+
+def test_collect_resumes_after_a_kill_without_losing_or_repeating(tiny_models, tmp_path, collection):
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(p) + "\n" for p in PROBLEMS))
+    out = tmp_path / "run.jsonl"
+    proc = subprocess.Popen(["specs-local", *collect_args(tiny_models, data, out, "--no-progress")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and (not out.exists() or out.read_bytes().count(b"\n") < 3):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    kept = out.read_bytes().count(b"\n")
+    assert 3 <= kept < len(PROBLEMS), "the kill came too late to test anything"
+    before = load_collection(out).features.copy()
+    result = CliRunner().invoke(main, collect_args(tiny_models, data, out, "--no-progress"))
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in records] == [p["id"] for p in PROBLEMS]  # each once, in order
+    after = load_collection(out)
+    np.testing.assert_array_equal(after.features[: len(before)], before)
+    # Seeds are per problem: the resumed run collects what an unbroken run did.
+    whole = load_collection(collection[1])
+    np.testing.assert_array_equal(after.features, whole.features)
+    assert [s["steps"] for r in records for s in r["solutions"]] == [
+        s["steps"] for line in collection[1].read_text().splitlines() for s in json.loads(line)["solutions"]]
+
+
+@pytest.fixture(scope="module")
+def head_file(collection, tmp_path_factory):
+    _, out = collection
+    head = tmp_path_factory.mktemp("head") / "probe.npz"
+    result = CliRunner().invoke(main, ["value", "train", str(out), "-o", str(head), "--val-fraction", "0.25"])
+    assert result.exit_code == 0, result.output
+    assert "chose result_norm" in result.output
+    return head
+
+
+def test_train_writes_a_head_that_records_its_target(head_file, tiny_models):
+    from specs_local.probe import ProbeHead
+
+    head = ProbeHead.load(head_file)
+    target = Model(tiny_models["boxed"], ModelConfig(n_ctx=512, n_seq_max=2, n_threads=1))
+    try:
+        assert head.provenance["target_vocab"] == target.vocab_fingerprint
+    finally:
+        target.close()
+    assert head.provenance["capture"] == ["result_norm"]
+    assert {"pairwise_last", "pairwise_first_differing", "auc_steps"} <= set(head.provenance["validation"])
+    report = json.loads(head_file.with_suffix(".report.json").read_text())
+    assert report["chosen"] == ["result_norm"]
+
+
+def test_the_probe_reward_solves_with_the_head(head_file, tiny_models):
+    solver = Solver.from_paths(tiny_models["boxed"], tiny_models["boxed-draft"], reward_kind="calculator+probe",
+                               value_head=head_file, config=SearchConfig(n=3, max_steps=4, max_step_tokens=12),
+                               engine=EngineOptions(threads=1, ctx=2048))
+    try:
+        for method in ("specs", "beam-target", "beam-draft"):
+            result = solver.solve("What is 3 + 4?", method=method)
+            assert result.steps and all(0 < s.reward < 1 for s in result.steps if s.reward is not None)
+    finally:
+        solver.close()
+
+
+def test_a_head_for_another_target_is_refused(head_file, tiny_models):
+    with pytest.raises(SpecsError, match="trained for a different target"):
+        Solver.from_paths(tiny_models["other"], tiny_models["other"], reward_kind="probe", value_head=head_file,
+                          engine=EngineOptions(threads=1, ctx=512))
+    result = CliRunner().invoke(main, ["solve", "What is 3 + 4?", "--target", str(tiny_models["target"]),
+                                       "--draft", str(tiny_models["draft"]), "--reward-kind", "probe",
+                                       "--value-head", str(head_file), "--threads", "1"])
+    assert result.exit_code == 1 and "trained for a different target" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_the_probe_adds_no_decode_to_the_scoring_prefill(head_file, tiny_models):
+    """Drafts scored by the target: the probe reads the hidden states that prefill
+    computed, so llama.cpp's counters do not move."""
+    from specs_local.probe import ProbeHead
+
+    head = ProbeHead.load(head_file)
+    target = Model(tiny_models["boxed"], ModelConfig(n_ctx=1024, n_seq_max=8, n_threads=1,
+                                                     capture=tuple(head.provenance["capture"])))
+    try:
+        reward = make_reward("calculator+probe", target=target, value_head=head_file)
+        problem = "What is 3 + 4?"
+        prompt = target.new_sequence(target.tokenize(solution_prompt(target, problem), add_special=True))
+        candidates = ["\\boxed{7}\n\n", "\\boxed{5}\n\n", "2 + 2 = 5.\n\n"]
+        kids, _ = target.score(prompt, [target.tokenize(c) for c in candidates])
+        evaluated, calls = target.evaluated_tokens(), target.usage.decode_calls
+        rewards = reward.score(problem, [], candidates, contexts=kids)
+        assert (target.evaluated_tokens(), target.usage.decode_calls) == (evaluated, calls)
+        assert rewards[2] == pytest.approx(0.05)  # the calculator's veto
+        np.testing.assert_allclose(rewards[:2], head.predict(np.stack([k.hidden for k in kids[:2]])))
+        assert reward.fallback.stats.candidates == 2  # arithmetic that holds is not endorsed: the head judges
+    finally:
+        target.release_all(target.live_sequences)
+        target.close()
