@@ -109,12 +109,16 @@ class Solver:
                               engine=engine)
 
     def stream(self, problem: str, *, method: str | None = None, **changes) -> Iterator[Step]:
-        """Yield steps as they are chosen; the generator returns the SearchResult."""
+        """A generator of the steps as they are chosen; it returns the SearchResult.
+        A ``cancel()`` from the moment this returns stops it."""
         if not problem or not problem.strip():
             raise SpecsError("the problem is empty")
         config = self.config.with_(**changes)
         search = strategy(method or self.method)(problem, self.models, config)
-        self._cancel.clear()
+        self._cancel.clear()  # here, not in the generator: a cancel before its first step must hold
+        return self._drain(search)
+
+    def _drain(self, search) -> Iterator[Step]:
         try:
             result = yield from search
         finally:

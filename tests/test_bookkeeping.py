@@ -197,3 +197,13 @@ def test_cancel_from_another_thread_stops_the_search_and_frees_everything(interr
     assert len(seen) == 1
     assert_clean(solver)
     assert solver.solve(PROBLEM, method="specs").steps  # a cancel does not outlive its search
+
+
+def test_a_cancel_before_the_first_step_holds(interrupted_solver):
+    from specs_local.errors import Cancelled
+
+    search = interrupted_solver.stream(PROBLEM, method="specs")
+    interrupted_solver.cancel()
+    with pytest.raises(Cancelled):
+        next(search)
+    assert_clean(interrupted_solver)

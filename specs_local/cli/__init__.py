@@ -4,6 +4,7 @@
     specs-local batch problems.jsonl -o answers.jsonl
     specs-local bench data.jsonl --methods specs,beam-target --limit 20
     specs-local models list
+    specs-local serve --port 8080
 
 Every search and engine flag can also be set in a TOML config file
 (``--config``, ``$SPECS_LOCAL_CONFIG`` or ``~/.config/specs-local/config.toml``),
@@ -27,7 +28,7 @@ except ModuleNotFoundError:  # Python < 3.11
     import tomli as tomllib
 
 METHODS = ["specs", "beam", "beam-target", "beam-draft", "best-of-n", "rsd", "greedy", "greedy-target", "greedy-draft"]
-COMMANDS_WITH_SEARCH_FLAGS = ("solve", "batch", "bench", "eval-reward")
+COMMANDS_WITH_SEARCH_FLAGS = ("solve", "batch", "bench", "eval-reward", "serve")
 
 
 def default_config_path() -> Path:
@@ -84,7 +85,7 @@ def search_options(func):
         click.option("--rsd-delta", type=float, default=None, help="RSD: reward a draft step needs to be kept."),
         click.option("--max-steps", type=click.IntRange(1), default=None),
         click.option("--max-step-tokens", type=click.IntRange(1), default=None),
-        click.option("--seed", type=int, default=None),
+        click.option("--seed", type=click.IntRange(0), default=None),
         click.option("--draft", default=None, help="Draft model: a GGUF path, a preset role, or hf:REPO/FILE."),
         click.option("--target", default=None, help="Target model: a GGUF path, a preset role, or hf:REPO/FILE."),
         click.option("--reward", default=None, help="Reward model: a GGUF path, a preset role, or hf:REPO/FILE."),
@@ -148,10 +149,11 @@ from .batch import batch  # noqa: E402
 from .bench import bench, profile  # noqa: E402
 from .eval_reward import eval_reward  # noqa: E402
 from .models import models  # noqa: E402
+from .serve import serve  # noqa: E402
 from .solve import solve  # noqa: E402
 from .value import value  # noqa: E402
 
-for command in (solve, batch, bench, profile, eval_reward, models, value):
+for command in (solve, batch, bench, profile, eval_reward, models, value, serve):
     main.add_command(command)
 
 __all__ = ["main"]

@@ -1,0 +1,56 @@
+"""``specs-local serve``: the loaded models behind an OpenAI-compatible HTTP API."""
+from __future__ import annotations
+
+import ipaddress
+
+import click
+
+from . import build_solver, search_options
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve anywhere
+        return False
+
+
+def load_solver(opts: dict, max_n: int):
+    """The solver ``serve`` runs: the models reserve sequence slots for n at load, so
+    load them for the largest n a request may ask for, then serve with the default n."""
+    from ..presets import load_preset
+    from ..search import SearchConfig
+
+    default_n = opts["n"] or load_preset(opts["preset"]).search_defaults.get("n", SearchConfig.n)
+    solver = build_solver({**opts, "n": max(max_n, default_n)})
+    solver.config = solver.config.with_(n=default_n)
+    return solver
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (others need --api-key).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@click.option("--api-key", envvar="SPECS_LOCAL_API_KEY", default=None,
+              help="Require 'Authorization: Bearer KEY' (or set $SPECS_LOCAL_API_KEY).")
+@click.option("--max-queue", type=click.IntRange(0), default=8, show_default=True,
+              help="Requests that may wait while one search runs; more get 503.")
+@click.option("--max-n", type=click.IntRange(1, 64), default=16, show_default=True,
+              help="Largest specs.n a request may ask for (sequence slots are reserved at load).")
+@search_options
+def serve(host, port, api_key, max_queue, max_n, **opts):
+    """Serve the models over an OpenAI-compatible API; the search flags are the defaults."""
+    if not is_loopback(host) and not api_key:
+        raise click.ClickException(
+            f"refusing to bind {host} without --api-key (only loopback addresses may go without)")
+    try:
+        from ..server import serve as run_server
+    except ImportError as err:
+        raise click.ClickException(f"the server needs the server extra ({err.name} is missing): "
+                                   "pip install 'specs-local[server]'")
+    solver = load_solver(opts, max_n)
+    try:
+        run_server(solver, preset=opts["preset"], host=host, port=port, api_key=api_key, max_queue=max_queue)
+    finally:
+        solver.close()

@@ -1,0 +1,567 @@
+"""An OpenAI-compatible HTTP server over one loaded Solver (``specs-local serve``).
+
+    POST /v1/chat/completions   the last user message is the problem; search
+                                parameters travel in an extension object "specs"
+    GET  /v1/models, /health, /metrics
+
+The engine holds one llama.cpp context per model, so one search runs at a time,
+in one worker thread, through ``Solver.stream``; other requests wait in a
+bounded FIFO queue. The worker hands each step to its request's asyncio queue
+as soon as it is chosen. A client that goes away leaves the queue, or cancels
+its search (``Solver.cancel``: the search stops at its next decode and frees
+its sequences). SIGINT/SIGTERM refuse the queue, cancel the search in flight,
+and the process exits 0.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import hmac
+import json
+import logging
+import math
+import signal
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import uvicorn
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.exceptions import HTTPException
+
+from .answers import extract_boxed
+from .errors import Cancelled, SpecsError
+from .rewards import solution_prompt
+from .search import ALIASES, STRATEGIES, SearchConfig, SearchResult, Step
+from .solver import Solver, sequences_needed
+
+MAX_BODY = 1 << 20  # bytes; a problem is a few KB, and the context bounds it in tokens anyway
+METHODS = tuple(sorted({*STRATEGIES, *ALIASES}))
+log = logging.getLogger("uvicorn.error")  # uvicorn's own stderr log: one line per request
+
+
+class APIError(Exception):
+    """An error that reaches the client as OpenAI's error object."""
+
+    def __init__(self, status: int, message: str, code: str | None = None, kind: str = "invalid_request_error",
+                 headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.code, self.kind, self.headers = status, message, code, kind, headers
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.kind, "code": self.code}}
+
+
+# -- requests -----------------------------------------------------------------
+
+class Specs(BaseModel):
+    """The search parameters a request may change (SearchConfig fields, and the method)."""
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # our namespace: a typo must not pass silently
+    method: Literal[METHODS] | None = None
+    n: int | None = Field(None, ge=1, le=64)
+    beam_width: int | None = Field(None, ge=1, le=64)
+    beta: float | None = None
+    tau_reject: float | None = None
+    tau_switch: float | None = None
+    rsd_delta: float | None = None
+    max_steps: int | None = Field(None, ge=1, le=100_000)
+    max_step_tokens: int | None = Field(None, ge=1, le=1 << 20)
+    final_step_tokens: int | None = Field(None, ge=1, le=1 << 20)
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: str
+    content: str | list[dict] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):  # content parts: keep the text ones
+            return "".join(str(p.get("text", "")) for p in self.content if p.get("type") == "text")
+        return self.content or ""
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)  # unknown fields are ignored, as OpenAI does
+    model: str | None = None
+    messages: list[Message] = Field(min_length=1)
+    stream: bool = False
+    seed: int | None = Field(None, ge=0)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    n: int | None = None
+    specs: Specs = Field(default_factory=Specs)
+
+
+def parse_request(data) -> ChatRequest:
+    try:
+        req = ChatRequest.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(map(str, first["loc"])) or "body"
+        message = "unknown search parameter" if first["type"] == "extra_forbidden" else first["msg"]
+        raise APIError(400, f"{where}: {message}", "invalid_value") from None
+    if req.n not in (None, 1):
+        raise APIError(400, "n: one choice per request; the candidates per step are specs.n", "invalid_value")
+    return req
+
+
+# -- the queue and the worker ---------------------------------------------------
+
+@dataclass(eq=False)
+class Job:
+    problem: str
+    method: str
+    changes: dict
+    max_tokens: int | None
+    loop: asyncio.AbstractEventLoop
+    id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex[:24]}")
+    created: int = field(default_factory=lambda: int(time.time()))
+    events: asyncio.Queue = field(default_factory=asyncio.Queue)
+    queued_at: float = field(default_factory=time.monotonic)
+    started_at: float | None = None
+    steps: int = 0
+    cancel_reason: str | None = None
+    steps_at_cancel: int = 0
+    finished: bool = False  # the request side has its final event
+
+    def put(self, kind: str, value) -> None:
+        """From the worker thread: hand an event to the request's event loop."""
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is listening
+            self.loop.call_soon_threadsafe(self.events.put_nowait, (kind, value))
+
+
+class Runner:
+    """One worker thread runs one search at a time; jobs wait in a bounded FIFO queue."""
+
+    def __init__(self, solver: Solver, max_queue: int, metrics: "Metrics"):
+        self.solver, self.max_queue, self.metrics = solver, max_queue, metrics
+        self.waiting: collections.deque[Job] = collections.deque()
+        self.current: Job | None = None
+        self.stopping = False
+        self.lock = threading.Condition(threading.RLock())
+        self.engine = threading.Lock()  # held for a whole search: /health reads llama.cpp's memory only when idle
+        self.thread = threading.Thread(target=self._work, name="specs-search", daemon=True)
+
+    def submit(self, job: Job) -> None:
+        with self.lock:
+            if self.stopping:
+                raise APIError(503, "the server is shutting down", "shutting_down", "server_error")
+            if len(self.waiting) >= self.max_queue:
+                raise APIError(503, f"the queue is full ({self.max_queue} waiting); retry later", "queue_full",
+                               "server_error", headers={"Retry-After": "1"})
+            self.waiting.append(job)
+            self.lock.notify()
+
+    def cancel(self, job: Job, reason: str) -> None:
+        """Take the job out of the queue, or stop its search at the next decode."""
+        with self.lock:
+            if job in self.waiting:
+                self.waiting.remove(job)
+                self.metrics.count("cancelled")
+                log.info("%s: %s while queued", job.id, reason)
+                return
+            if job.cancel_reason is None:
+                job.cancel_reason, job.steps_at_cancel = reason, job.steps
+            if self.current is job:
+                self.solver.cancel()
+
+    def stop(self) -> None:
+        """Shutdown: refuse the queued jobs and cancel the search in flight."""
+        with self.lock:
+            self.stopping = True
+            for job in self.waiting:
+                job.put("error", APIError(503, "the server is shutting down", "shutting_down", "server_error"))
+            self.waiting.clear()
+            self.lock.notify()
+            if self.current is not None:
+                self.cancel(self.current, "the server is shutting down")  # the lock is re-entrant
+
+    def _work(self) -> None:
+        while True:
+            with self.lock:
+                while not self.waiting and not self.stopping:
+                    self.lock.wait()
+                if self.stopping:
+                    return
+                job = self.current = self.waiting.popleft()
+            try:
+                with self.engine:
+                    self._search(job)
+            finally:
+                with self.lock:
+                    self.current = None
+
+    def _search(self, job: Job) -> None:
+        job.started_at = time.monotonic()
+        models = self.solver.models.distinct()
+        for model in models.values():
+            model.reset_usage()  # the strategy resets it too, but only once it has started
+        search = self.solver.stream(job.problem, method=job.method, **job.changes)
+        steps: list[Step] = []
+        outcome, tokens = "error", 0
+        try:
+            while True:
+                if job.cancel_reason:  # also covers a cancel() that came before the search cleared the flag
+                    raise Cancelled(job.cancel_reason)
+                try:
+                    step = next(search)
+                except StopIteration as done:
+                    result = done.value
+                    break
+                steps.append(step)
+                job.steps, tokens = job.steps + 1, tokens + step.tokens
+                job.put("step", step)
+                if job.max_tokens and tokens >= job.max_tokens and not step.ends_turn:
+                    result = partial_result(job.method, steps, models, time.monotonic() - job.started_at)
+                    break
+            outcome = finish_reason(result)
+            job.put("done", result)
+        except Cancelled:
+            outcome = "cancelled"
+            job.put("error", APIError(503, f"the search was cancelled: {job.cancel_reason}", "cancelled",
+                                      "server_error"))
+        except SpecsError as err:
+            job.put("error", APIError(400, str(err).splitlines()[0], "search_failed"))
+        except Exception as err:  # a failing request must not take the worker down
+            log.exception("%s: the search failed", job.id)
+            job.put("error", APIError(500, f"the search failed: {type(err).__name__}: {err}".splitlines()[0],
+                                      "search_failed", "server_error"))
+        finally:
+            search.close()  # a search stopped early (max_tokens) frees everything here (Solver.stream's finally)
+            seconds = time.monotonic() - job.started_at
+            self.metrics.record(job, outcome, steps, models, seconds)
+            late = f" ({job.steps - job.steps_at_cancel} after: {job.cancel_reason})" if job.cancel_reason else ""
+            log.info("%s: %s after %d steps%s, %.2f s", job.id, outcome, len(steps), late, seconds)
+
+
+def finish_reason(result: SearchResult) -> str:
+    return "stop" if result.stop_reason == "eos" else "length"
+
+
+def partial_result(method: str, steps: list[Step], models: dict, seconds: float) -> SearchResult:
+    """A search stopped at max_tokens returns no result of its own: what its steps and the models' counters say."""
+    text = "".join(s.text for s in steps)
+    drafted = sum(s.source == "draft" for s in steps)
+    stats = {"wall_seconds": round(seconds, 4), "steps": len(steps), "step_tokens": sum(s.tokens for s in steps),
+             "steps_draft": drafted, "steps_target": len(steps) - drafted,
+             "deferrals": sum(s.deferred for s in steps),
+             "models": {role: {"file": m.name, "prompt": m.usage.prompt, "generated": m.usage.generated,
+                               "scored": m.usage.scored} for role, m in models.items()}}
+    return SearchResult(ALIASES.get(method, method), text, extract_boxed(text), steps, stats, "max_tokens")
+
+
+# -- metrics --------------------------------------------------------------------
+
+class Metrics:
+    """Counters for /metrics, in Prometheus text format."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.requests: collections.Counter = collections.Counter()
+        self.steps: collections.Counter = collections.Counter()
+        self.tokens: collections.Counter = collections.Counter()
+        self.seconds: collections.Counter = collections.Counter()  # (name, "sum" | "count")
+
+    def count(self, outcome: str) -> None:
+        with self.lock:
+            self.requests[outcome] += 1
+
+    def record(self, job: Job, outcome: str, steps: list[Step], models: dict, seconds: float) -> None:
+        with self.lock:
+            self.requests[outcome] += 1
+            self.steps.update(s.source for s in steps)
+            for role, m in models.items():
+                for kind in ("prompt", "generated", "scored"):
+                    self.tokens[role, kind] += getattr(m.usage, kind)
+            for name, value in (("queue_wait", job.started_at - job.queued_at), ("search", seconds)):
+                self.seconds[name, "sum"] += value
+                self.seconds[name, "count"] += 1
+
+    def render(self, runner: Runner) -> str:
+        def family(name, kind, help_, samples):
+            return [f"# HELP {name} {help_}", f"# TYPE {name} {kind}", *(f"{name}{k} {v}" for k, v in samples)]
+
+        with self.lock:
+            lines = family("specs_requests_total", "counter", "Chat completion requests by outcome.",
+                           [(f'{{outcome="{k}"}}', v) for k, v in sorted(self.requests.items())])
+            lines += family("specs_steps_total", "counter", "Solution steps chosen, by source.",
+                            [(f'{{source="{k}"}}', v) for k, v in sorted(self.steps.items())])
+            lines += family("specs_tokens_total", "counter", "Tokens per model: prompted, generated, scored.",
+                            [(f'{{model="{r}",kind="{k}"}}', v) for (r, k), v in sorted(self.tokens.items())])
+            for name, help_ in (("queue_wait", "Time requests waited in the queue."),
+                                ("search", "Time searches ran.")):
+                total, count = round(self.seconds[name, "sum"], 6), self.seconds[name, "count"]
+                lines += family(f"specs_{name}_seconds", "summary", help_, [("_sum", total), ("_count", count)])
+        lines += family("specs_queue_depth", "gauge", "Requests waiting.", [("", len(runner.waiting))])
+        lines += family("specs_in_progress", "gauge", "Searches running.", [("", int(runner.current is not None))])
+        models = runner.solver.models.distinct().items()
+        lines += family("specs_live_sequences", "gauge", "Live KV sequences per model.",
+                        [(f'{{model="{r}"}}', len(m.live_sequences)) for r, m in models])
+        return "\n".join(lines) + "\n"
+
+
+# -- the HTTP app ---------------------------------------------------------------
+
+def create_app(solver: Solver, *, preset: str, api_key: str | None = None, max_queue: int = 8) -> FastAPI:
+    metrics = Metrics()
+    runner = Runner(solver, max_queue, metrics)
+    models = solver.models.distinct()
+    served = models["target"].path.stem  # the id /v1/models lists; the preset name is accepted too
+    slots = min(m.config.n_seq_max for m in models.values())
+    max_n = max(n for n in range(1, 65) if sequences_needed(SearchConfig(n=n)) <= slots)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        runner.thread.start()
+        yield
+        runner.stop()
+        runner.thread.join()
+
+    async def authorize(request: Request) -> None:
+        if api_key is None:
+            return
+        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), api_key.encode()):  # constant time
+            raise APIError(401, "invalid or missing API key (Authorization: Bearer KEY)", "invalid_api_key",
+                           "authentication_error")
+
+    app = FastAPI(title="specs-local", lifespan=lifespan, dependencies=[Depends(authorize)],
+                  docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.runner = runner
+
+    @app.exception_handler(APIError)
+    async def api_error(request, err: APIError):
+        return JSONResponse(err.body(), err.status, headers=err.headers)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request, err: HTTPException):  # unknown routes and methods, in OpenAI's shape too
+        return JSONResponse(APIError(err.status_code, str(err.detail)).body(), err.status_code)
+
+    @app.get("/v1/models")
+    async def list_models():
+        return {"object": "list", "data": [{"id": served, "object": "model", "created": 0, "owned_by": "specs-local",
+                                            "specs": {"preset": preset, **{r: m.name for r, m in models.items()}}}]}
+
+    @app.get("/health")
+    async def health():
+        job = runner.current
+        report = {"status": "stopping" if runner.stopping else "ok", "preset": preset, "model": served,
+                  "queue_depth": len(runner.waiting), "max_queue": max_queue,
+                  "in_progress": job and {"id": job.id, "method": job.method, "steps": job.steps,
+                                          "seconds": round(time.monotonic() - (job.started_at or job.queued_at), 3)},
+                  "models": {r: {"file": m.name, "live_sequences": len(m.live_sequences), "live_cells": m.live_cells}
+                             for r, m in models.items()}}
+        if runner.engine.acquire(blocking=False):  # llama.cpp's own count, read only while no search runs
+            try:
+                for r, m in models.items():
+                    report["models"][r]["kv_positions"] = sum(m.positions_in_memory().values())
+            finally:
+                runner.engine.release()
+        return report
+
+    @app.get("/metrics")
+    async def prometheus():
+        return PlainTextResponse(metrics.render(runner), media_type="text/plain; version=0.0.4")
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        try:
+            req, job, prompt_tokens = await prepare(request)
+            runner.submit(job)
+        except APIError as err:
+            metrics.count("queue_full" if err.code == "queue_full" else "refused")
+            raise
+        if req.stream:
+            return StreamingResponse(stream_events(runner, job, served, prompt_tokens), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return await complete(runner, job, served, prompt_tokens, request)
+
+    async def prepare(request: Request) -> tuple[ChatRequest, Job, int]:
+        """The request checked and turned into a job (APIError when it is refused)."""
+        req = parse_request(await read_json(request))
+        if req.model not in (None, served, preset):
+            raise APIError(404, f"model {req.model!r} not found; this server serves {served!r}", "model_not_found")
+        users = [m for m in req.messages if m.role == "user"]
+        problem = users[-1].text().strip() if users else ""
+        if not problem:
+            raise APIError(400, "messages: no user message with a problem", "invalid_value")
+        system = next((m.text() for m in reversed(req.messages) if m.role == "system"), None)
+        changes = req.specs.model_dump(exclude_none=True, exclude={"method"})
+        changes.update({k: v for k, v in (("seed", req.seed), ("temperature", req.temperature),
+                                          ("top_p", req.top_p), ("system_prompt", system)) if v is not None})
+        if changes.get("n", 1) > max_n:
+            raise APIError(400, f"specs.n: this server takes n up to {max_n} (start it with a larger --max-n)",
+                           "invalid_value")
+        cap = req.max_completion_tokens or req.max_tokens
+        if cap:  # no single step may pass the cap either
+            config = solver.config.with_(**changes)
+            changes.update(max_step_tokens=min(config.max_step_tokens, cap),
+                           final_step_tokens=min(config.final_step_tokens, cap))
+        prompt_tokens = await asyncio.to_thread(count_prompt, solver, problem, system)
+        job = Job(problem, req.specs.method or solver.method, changes, cap, asyncio.get_running_loop())
+        return req, job, prompt_tokens
+
+    return app
+
+
+async def read_json(request: Request):
+    """The body as JSON, refused past MAX_BODY bytes without reading further."""
+    if int(request.headers.get("content-length") or 0) > MAX_BODY:
+        raise APIError(413, f"the request body is over {MAX_BODY} bytes", "request_too_large")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise APIError(413, f"the request body is over {MAX_BODY} bytes", "request_too_large")
+    try:
+        return json.loads(body)
+    except ValueError as err:
+        raise APIError(400, f"the body is not valid JSON ({err})", "invalid_json") from None
+
+
+def count_prompt(solver: Solver, problem: str, system: str | None) -> int:
+    """Tokens of the rendered prompt on the target; 400 when a model's context cannot hold it.
+    (Tokenizing and rendering read only the vocabulary: safe beside a running search.)"""
+    counts = {}
+    for role in ("target", "draft"):
+        model = getattr(solver.models, role)
+        if model is None:
+            continue
+        try:
+            tokens = len(model.tokenize(solution_prompt(model, problem, system), add_special=True, parse_special=True))
+        except SpecsError as err:
+            raise APIError(400, str(err).splitlines()[0], "invalid_prompt") from None
+        if tokens >= model.n_ctx:
+            raise APIError(400, f"the prompt has {tokens} tokens; the context of {role} {model.name} holds "
+                                f"{model.n_ctx}", "context_length_exceeded")
+        counts[role] = tokens
+    return counts["target"]
+
+
+def step_info(index: int, step: Step) -> dict:
+    """A step's source, reward and scores (JSON has no infinities: they become null)."""
+    info = {k: v for k, v in asdict(step).items() if k != "text"}
+    return {"index": index, **{k: None if isinstance(v, float) and not math.isfinite(v) else v
+                               for k, v in info.items()}}
+
+
+def usage(prompt_tokens: int, result_steps: list[Step]) -> dict:
+    completion = sum(s.tokens for s in result_steps)
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion, "total_tokens": prompt_tokens + completion}
+
+
+def summary(result: SearchResult) -> dict:
+    return {"method": result.method, "answer": result.answer, "stop_reason": result.stop_reason, "stats": result.stats}
+
+
+async def next_event(job: Job):
+    kind, value = await job.events.get()
+    if kind == "error":
+        job.finished = True
+        raise value
+    if kind == "done":
+        job.finished = True
+    return kind, value
+
+
+async def complete(runner: Runner, job: Job, served: str, prompt_tokens: int, request: Request):
+    """The non-streaming answer; a client that disconnects first cancels the job."""
+    async def collect():
+        while True:
+            kind, value = await next_event(job)
+            if kind == "done":
+                return value
+
+    async def disconnected():
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    result_task, gone = asyncio.ensure_future(collect()), asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({result_task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not result_task.done():
+            result_task.cancel()
+            runner.cancel(job, "the client disconnected")
+    if not result_task.done() or result_task.cancelled():
+        return Response(status_code=499)  # nobody is there to read it
+    result = result_task.result()  # raises the job's APIError
+    return {"id": job.id, "object": "chat.completion", "created": job.created, "model": served,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": result.text},
+                         "finish_reason": finish_reason(result), "logprobs": None}],
+            "usage": usage(prompt_tokens, result.steps),
+            "specs": {**summary(result), "steps": [{**step_info(i, s), "text": s.text}
+                                                   for i, s in enumerate(result.steps, 1)]}}
+
+
+async def stream_events(runner: Runner, job: Job, served: str, prompt_tokens: int):
+    """Server-sent events: one chunk per step as it is chosen, a final chunk, then [DONE].
+    Starlette cancels this generator when the client disconnects: the job is cancelled then."""
+    def chunk(delta: dict, finish: str | None = None, **extra) -> str:
+        body = {"id": job.id, "object": "chat.completion.chunk", "created": job.created, "model": served,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}], **extra}
+        return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+    steps: list[Step] = []
+    try:
+        yield chunk({"role": "assistant", "content": ""})
+        while True:
+            try:
+                kind, value = await next_event(job)
+            except APIError as err:
+                yield f"data: {json.dumps(err.body())}\n\n"
+                break
+            if kind == "step":
+                steps.append(value)
+                yield chunk({"content": value.text}, specs={"step": step_info(len(steps), value)})
+            else:
+                yield chunk({}, finish_reason(value), usage=usage(prompt_tokens, steps), specs=summary(value))
+                break
+        yield "data: [DONE]\n\n"
+    finally:
+        if not job.finished:
+            runner.cancel(job, "the client disconnected")
+
+
+# -- running it -------------------------------------------------------------------
+
+class Server(uvicorn.Server):
+    """uvicorn, with a stop on SIGINT/SIGTERM that cancels the search in flight and exits 0."""
+
+    def __init__(self, config: uvicorn.Config, runner: Runner):
+        super().__init__(config)
+        self.runner = runner
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        # uvicorn re-raises the signal after a graceful stop (exit status 130/143); a server stopped on purpose exits 0.
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def handle_exit(self, sig, frame) -> None:
+        # Refuse the queue and cancel the search now (uvicorn waits for open responses). From a
+        # thread: this handler may interrupt the main thread inside the runner's lock.
+        threading.Thread(target=self.runner.stop, daemon=True).start()
+        super().handle_exit(sig, frame)
+
+
+def serve(solver: Solver, *, preset: str, host: str, port: int, api_key: str | None, max_queue: int) -> None:
+    app = create_app(solver, preset=preset, api_key=api_key, max_queue=max_queue)
+    config = uvicorn.Config(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=10)
+    runner = app.state.runner
+    Server(config, runner).run()
+    runner.stop()  # a forced exit (a second Ctrl-C) skips the lifespan's end: the worker must be done
+    if runner.thread.is_alive():  # before the caller closes the models under it
+        runner.thread.join()
