@@ -119,23 +119,38 @@ def record_id(record: Record) -> str:
     return record["id"]
 
 
+# How json.dumps writes every record of ours (error_record, result_record): "id" is the first key.
+RECORD_START = b'{"id": '
+
+
+def _is_record(value: Any) -> bool:
+    """Whether a parsed line is a record of this program: batch and bench records all have both keys."""
+    return isinstance(value, dict) and "id" in value and "method" in value
+
+
 def _torn_tail_start(data: bytes) -> int | None:
-    """Where a torn last line starts (no final newline, or not a JSON object); None if whole."""
-    if not data:
-        return None
+    """Where a torn last line starts (one that is not JSON); None if there is none.
+
+    A last line that is whole JSON is not torn, newline or not: a record is kept,
+    anything else is refused by `_parse_records`."""
     body = data[:-1] if data.endswith(b"\n") else data
     start = body.rfind(b"\n") + 1
-    if not data.endswith(b"\n"):
-        return start
+    if not body[start:].strip():
+        return None
     try:
-        return None if isinstance(json.loads(body[start:]), dict) else start
+        json.loads(body[start:])
     except ValueError:  # JSONDecodeError and UnicodeDecodeError both
         return start
+    return None
 
 
-def _could_be_torn_record(fragment: bytes) -> bool:
-    """Whether a torn tail could be ours: the start of a JSON object, or the zeros of a lost write."""
-    return fragment.startswith(b"{") or not fragment.strip(b"\x00\n")
+def _could_be_torn_record(fragment: bytes, after_records: bool) -> bool:
+    """Whether a torn tail is provably ours, so that cutting it loses nothing of anyone's:
+    it starts as our records start, or it follows our records and is the start of a
+    JSON object or the zeros of a lost write."""
+    if fragment.startswith(RECORD_START):
+        return True
+    return after_records and (fragment.startswith(b"{") or not fragment.strip(b"\x00\n"))
 
 
 def _not_a_record(path: Path, number: int) -> SpecsError:
@@ -151,7 +166,7 @@ def _parse_records(path: Path, data: bytes) -> list[Record]:
             record = json.loads(line)
         except ValueError:
             record = None
-        if not isinstance(record, dict) or "id" not in record:
+        if not _is_record(record):
             raise _not_a_record(path, number)
         records.append(record)
     return records
@@ -181,6 +196,7 @@ class OutputLog:
         self.path = Path(path)
         self.key = key
         self.repaired = False  # whether a torn last line was cut away on open
+        self._newline_first = False  # whether the last record on disk lacks its newline
         created = not self.path.exists()
         try:
             self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
@@ -212,24 +228,27 @@ class OutputLog:
         data = self.path.read_bytes()
         tail = _torn_tail_start(data)
         records = _parse_records(self.path, data if tail is None else data[:tail])
-        if tail is None:
-            return records
-        if not _could_be_torn_record(data[tail:]):
-            raise _not_a_record(self.path, data.count(b"\n", 0, tail) + 1)
-        os.ftruncate(self._fd, tail)
-        os.fsync(self._fd)
-        self.repaired = True
+        if tail is not None:
+            if not _could_be_torn_record(data[tail:], after_records=bool(records)):
+                raise _not_a_record(self.path, data.count(b"\n", 0, tail) + 1)
+            os.ftruncate(self._fd, tail)
+            os.fsync(self._fd)
+            self.repaired = True
+            data = data[:tail]
+        # A whole last record without its newline (a hand edit, json.dump) stays; the next line starts anew.
+        self._newline_first = bool(data) and not data.endswith(b"\n")
         return records
 
     def __contains__(self, key: Any) -> bool:
         return key in self.records
 
     def append(self, record: Record) -> None:
-        line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+        line = ("\n" * self._newline_first + json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
         written = os.write(self._fd, line)
         if written != len(line):  # disk full: the torn line is repaired on the next open
             raise SpecsError(f"short write to {self.path} ({written} of {len(line)} bytes); is the disk full?")
         os.fsync(self._fd)
+        self._newline_first = False
         self.records[self.key(record)] = record
 
     def close(self) -> None:

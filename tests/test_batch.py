@@ -7,6 +7,7 @@ as the real solver: this tests the writer, not the models.
 import io
 import json
 import os
+import random
 import re
 import signal
 import subprocess
@@ -255,7 +256,13 @@ def test_an_intact_output_is_not_touched(tmp_path):
 
 @pytest.mark.parametrize(
     "content, bad_line",
-    [("my notes\nmore notes\n", 1), ('{"id": "a"}\nmore notes\n', 2), ('{"id": "a"}\nlast note', 2), ("one note", 1)],
+    [
+        ("my notes\nmore notes\n", 1),
+        ('{"id": "a", "method": "greedy"}\nmore notes\n', 2),
+        ('{"id": "a", "method": "greedy"}\nlast note', 2),
+        ("one note", 1),
+        ('{"id": "a"}\n{"id": "b", "method": "greedy"}\n', 1),  # no "method": not one of ours
+    ],
 )
 def test_an_output_that_is_not_a_record_file_is_refused_untouched(tmp_path, content, bad_line):
     output = tmp_path / "notes.jsonl"
@@ -263,6 +270,49 @@ def test_an_output_that_is_not_a_record_file_is_refused_untouched(tmp_path, cont
     with pytest.raises(SpecsError, match=f"line {bad_line} is not a specs-local record"):
         OutputLog(output)
     assert output.read_text() == content
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        json.dumps({"id": 7, "name": "config"}).encode(),  # what json.dump writes: one object, no final newline
+        json.dumps({"model": "x", "n": 4}).encode(),
+        json.dumps({"id": 7, "name": "config"}, indent=2).encode(),
+        b"id,problem,answer\n1,What is 2+2?,4\n",
+        b"id,problem,answer\n1,What is 2+2?,4",
+        random.Random(0).randbytes(4096),
+        random.Random(1).randbytes(4096).replace(b"\n", b""),  # one line of binary
+        b"\x00" * 4096,
+        b'{"broken',  # the start of a JSON object, but nothing says it is ours
+    ],
+)
+def test_a_file_that_is_not_ours_is_refused_byte_identical(tmp_path, content):
+    output = tmp_path / "data.json"
+    output.write_bytes(content)
+    with pytest.raises(SpecsError, match=r"line \d+ is not a specs-local record; choose another output file$"):
+        OutputLog(output)
+    assert output.read_bytes() == content
+
+
+def test_a_whole_last_record_without_its_newline_is_kept(tmp_path):
+    problems = read_problems(five_problems(tmp_path))
+    output = tmp_path / "out.jsonl"
+    batch(problems[:1], output)
+    output.write_bytes(output.read_bytes().rstrip(b"\n"))  # as json.dump or an editor would leave it
+    before = output.read_bytes()
+    with OutputLog(output) as log:
+        assert not log.repaired and set(log.records) == {"p1"}
+    assert output.read_bytes() == before
+    batch(problems[:2], output)
+    assert [r["id"] for r in read_records(output)] == ["p1", "p2"]  # the next record starts on its own line
+
+
+def test_a_torn_first_record_is_repaired(tmp_path):
+    output = tmp_path / "out.jsonl"
+    output.write_bytes(b'{"id": "p1", "problem": "What is 1')  # a crash during the very first write
+    with OutputLog(output) as log:
+        assert log.repaired and log.records == {}
+    assert output.read_bytes() == b""
 
 
 def test_two_runs_cannot_append_to_one_output(tmp_path):

@@ -148,6 +148,16 @@ def test_batch_bad_inputs(models_args, tmp_path):
     assert "stats" in records["a"]
 
 
+def test_batch_refuses_an_output_file_that_is_not_its_own(models_args, tmp_path):
+    data, out = tmp_path / "in.jsonl", tmp_path / "config.json"
+    _problems(data, 1)
+    out.write_text(json.dumps({"id": 7, "name": "config"}))  # what json.dump writes: no final newline
+    before = out.read_bytes()
+    result = run(["batch", str(data), "-o", str(out), "--no-progress", *models_args, *FAST])
+    assert result.exit_code == 1 and "line 1 is not a specs-local record; choose another output file" in result.output
+    assert out.read_bytes() == before
+
+
 def test_ctrl_c_prints_the_trace_so_far_and_exits_130(tiny_models):
     cmd = ["specs-local", "solve", "Count to a million.", "--draft", str(tiny_models["draft"]),
            "--target", str(tiny_models["endless"]), "--method", "greedy",
