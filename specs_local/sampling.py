@@ -46,11 +46,16 @@ def _top_candidates(logits: np.ndarray, k: int) -> np.ndarray:
     return np.argpartition(logits, -k)[-k:]
 
 
-def _nucleus(ids: np.ndarray, probs: np.ndarray, top_p: float) -> tuple[np.ndarray, np.ndarray]:
-    """Keep the smallest prefix of candidates (by probability) whose mass reaches top_p."""
+def _nucleus(ids: np.ndarray, probs: np.ndarray, top_p: float, total: float | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Keep the smallest prefix of candidates (by probability) whose mass reaches top_p of `total`.
+
+    `total` is the mass of the whole distribution, which the candidates may be only
+    part of; None means the candidates' own mass (top-p applied after a top-k cut)."""
     order = np.argsort(-probs)
-    cumulative = np.cumsum(probs[order])
-    keep = int(np.searchsorted(cumulative, top_p * cumulative[-1])) + 1
+    cumulative = np.cumsum(probs[order], dtype=np.float64)
+    total = cumulative[-1] if total is None else total
+    keep = int(np.searchsorted(cumulative, top_p * total)) + 1
     chosen = order[:keep]
     return ids[chosen], probs[chosen]
 
@@ -69,16 +74,24 @@ def _sample_tempered(logits: np.ndarray, params: SamplerParams, rng: np.random.G
     # Inverse-CDF sampling on unnormalised weights: two passes over the
     # vocabulary (exp, cumsum) and no validation pass, unlike rng.choice(p=...).
     scaled = (logits - logits.max()) * np.float32(1.0 / params.temperature)
-    ids = None
+    ids, weights = _candidates(scaled, params)
+    pick = inverse_cdf(weights, rng.random())
+    return int(ids[pick]) if ids is not None else pick
+
+
+def _candidates(scaled: np.ndarray, params: SamplerParams) -> tuple[np.ndarray | None, np.ndarray]:
+    """The tokens sampling may return (None: the whole vocabulary) and their unnormalised weights.
+
+    Overwrites `scaled` when it keeps the whole vocabulary."""
+    ids, total = None, None
     if params.top_k > 0:
         ids = _top_candidates(scaled, params.top_k)
     elif params.top_p < 1.0:
-        ids = _nucleus_support(scaled, params.top_p)
+        ids, total = _nucleus_support(scaled, params.top_p)
     weights = np.exp(scaled[ids]) if ids is not None else np.exp(scaled, out=scaled)
     if params.top_p < 1.0:
-        ids, weights = _nucleus(ids if ids is not None else np.arange(len(weights)), weights, params.top_p)
-    pick = inverse_cdf(weights, rng.random())
-    return int(ids[pick]) if ids is not None else pick
+        ids, weights = _nucleus(ids if ids is not None else np.arange(len(weights)), weights, params.top_p, total)
+    return ids, weights
 
 
 def inverse_cdf(weights: np.ndarray, u: float, block: int = 1024) -> int:
@@ -95,17 +108,19 @@ def inverse_cdf(weights: np.ndarray, u: float, block: int = 1024) -> int:
     return int(starts[b]) + min(int(np.searchsorted(inner, offset, side="right")), len(inner) - 1)
 
 
-def _nucleus_support(scaled: np.ndarray, top_p: float) -> np.ndarray:
-    """A candidate set sure to contain the top-p nucleus: grow a top-k window
-    until its mass reaches top_p. Steps of reasoning models put nearly all mass
-    on a few tokens, so the first window almost always suffices."""
-    total = np.exp(scaled - scaled.max()).sum()
+def _nucleus_support(scaled: np.ndarray, top_p: float) -> tuple[np.ndarray, float]:
+    """A candidate set sure to contain the top-p nucleus, and the whole vocabulary's
+    mass (weights exp(scaled), `scaled` peaking at 0), which the nucleus is a share of.
+
+    Grows a top-k window until its mass reaches top_p. Steps of reasoning models put
+    nearly all mass on a few tokens, so the first window almost always suffices."""
+    total = float(np.exp(scaled).sum(dtype=np.float64))
     k = 64
     while True:
         ids = _top_candidates(scaled, k)
-        mass = np.exp(scaled[ids] - scaled.max()).sum() / total
-        if mass >= top_p or k >= scaled.shape[-1]:
-            return ids
+        # The same sum as _nucleus's cumulative mass, so the two agree on where top_p is reached.
+        if np.exp(scaled[ids]).sum(dtype=np.float64) >= top_p * total or k >= scaled.shape[-1]:
+            return ids, total
         k *= 8
 
 

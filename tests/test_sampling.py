@@ -1,8 +1,10 @@
 import time
 
 import numpy as np
+import pytest
 
-from specs_local.sampling import SamplerParams, inverse_cdf, logsumexp, sample_token, softmax, token_logprobs
+from specs_local.sampling import (SamplerParams, _candidates, inverse_cdf, logsumexp, sample_token, softmax,
+                                  token_logprobs)
 
 
 def test_logprob_is_untempered_log_softmax():
@@ -50,3 +52,27 @@ def test_inverse_cdf_matches_a_plain_cumsum():
     for u in list(rng.random(300)) + [0.0, 0.999999]:
         want = min(int(np.searchsorted(cdf, u * cdf[-1], side="right")), len(cdf) - 1)
         assert inverse_cdf(weights, u, block=64) == want
+
+
+def _full_sort_nucleus(scaled: np.ndarray, top_p: float) -> set[int]:
+    """The top-p nucleus by the definition: sort everything, keep the smallest head whose mass reaches top_p."""
+    probs = np.exp(scaled.astype(np.float64))
+    probs /= probs.sum()
+    order = np.argsort(-probs, kind="stable")
+    return set(order[: int(np.searchsorted(np.cumsum(probs[order]), top_p)) + 1].tolist())
+
+
+@pytest.mark.parametrize("vocab", [1000, 151936])
+@pytest.mark.parametrize("spread", [0.5, 2.0, 4.0, 8.0])  # flat ... peaked
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_top_p_keeps_the_nucleus_of_the_whole_distribution(vocab, spread, seed):
+    rng = np.random.default_rng(seed)
+    logits = (rng.standard_normal(vocab) * spread).astype(np.float32)
+    for temperature, top_p in ((1.0, 0.9), (0.7, 0.5), (1.3, 0.95)):
+        params = SamplerParams(temperature, top_p=top_p)
+        scaled = (logits - logits.max()) * np.float32(1.0 / temperature)  # as sample_token tempers
+        want = _full_sort_nucleus(scaled, top_p)
+        ids, _ = _candidates(scaled.copy(), params)
+        assert set(ids.tolist()) == want, (temperature, top_p, len(ids), len(want))
+        if vocab == 1000:
+            assert {sample_token(logits, params, rng)[0] for _ in range(300)} <= want
