@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from specs_local.search.specs import Mode, next_mode, select_candidate, soft_scores
+from specs_local.search.specs import Mode, next_mode, select_candidate, soft_scores, survivor_probabilities
 
 
 def test_score_is_log_ratio_plus_beta_reward():
@@ -37,6 +37,23 @@ def test_duplicates_are_merged_but_keep_their_weight():
     picks = [select_candidate(texts, [1.0] * 4, -np.inf, 1.0, rng) for _ in range(8000)]
     assert set(picks) == {0, 1}  # the later copies of "x" are never returned
     assert abs(np.mean(np.array(picks) == 0) - 0.75) < 0.02
+
+
+def test_duplicates_with_different_scores_pool_their_weights():
+    """The same text tokenized two ways has two scores: the text weighs exp(s1/T) + exp(s2/T)."""
+    texts, scores = ["x", "y", "x", "z"], [1.0, 0.0, 2.0, -5.0]  # "z" is rejected at tau -1
+    weights = {"x": np.exp(1.0 / 0.5) + np.exp(2.0 / 0.5), "y": np.exp(0.0 / 0.5)}
+    total = sum(weights.values())
+    got = survivor_probabilities(texts, scores, -1.0, 0.5)
+    assert list(got) == [0, 1]  # each text at its first copy
+    assert got == pytest.approx({0: weights["x"] / total, 1: weights["y"] / total})
+    rng = np.random.default_rng(5)
+    picks = [select_candidate(texts, scores, -1.0, 0.5, rng) for _ in range(8000)]
+    assert abs(np.mean(np.array(picks) == 0) - weights["x"] / total) < 0.01  # 0.984, not 2e^2 / (2e^2 + 1) = 0.937
+    # T = 0: the text of the best score, at its first copy.
+    assert survivor_probabilities(texts, scores, -1.0, 0.0) == {0: 1.0}
+    assert select_candidate(["x", "y", "x"], [1.0, 2.0, 3.0], -1.0, 0.0, rng) == 0
+    assert survivor_probabilities(texts, scores, 9.0, 1.0) == {}
 
 
 def test_deferral_state_machine():

@@ -36,29 +36,44 @@ def soft_scores(target_logprob, draft_logprob, rewards, beta: float) -> np.ndarr
     return np.asarray(target_logprob, float) - np.asarray(draft_logprob, float) + beta * np.asarray(rewards, float)
 
 
+def survivor_probabilities(candidate_texts: list[str], scores, tau_reject: float,
+                           temperature: float) -> dict[int, float]:
+    """Soft verification's choice distribution: the first index of each surviving text
+    (score > tau_reject) -> the probability of choosing that text.
+
+    Each copy of a text weighs exp(score / T) by its own score (the same text
+    tokenized differently has different log-probs), and a text weighs the sum over
+    its copies, a log-sum-exp of score / T: choosing a text is distributed exactly
+    as sampling one of all the surviving candidates would choose it, so the
+    importance weights stay correct. T <= 0: all on the text of the best score."""
+    scores = np.asarray(scores, dtype=float)
+    alive = [i for i, score in enumerate(scores) if score > tau_reject]  # NaN is not
+    first: dict[str, int] = {}
+    for i in alive:
+        first.setdefault(candidate_texts[i], i)
+    if not alive:
+        return {}
+    if temperature <= 0:
+        return {first[candidate_texts[alive[int(np.argmax(scores[alive]))]]]: 1.0}
+    merged: dict[int, float] = {}
+    for i, probability in zip(alive, softmax(scores[alive] / temperature)):
+        keep = first[candidate_texts[i]]
+        merged[keep] = merged.get(keep, 0.0) + float(probability)
+    return merged
+
+
 def select_candidate(candidate_texts: list[str], scores, tau_reject: float, temperature: float,
                      rng: np.random.Generator) -> int | None:
-    """Soft verification: drop scores <= tau_reject, merge duplicate texts, and
-    sample one survivor with probability softmax(score / T); None if none survives.
-
-    Duplicates are merged into their first occurrence with their count as a
-    weight, so the choice is distributed exactly as sampling over all
-    candidates would be: the importance weights stay correct."""
-    scores = np.asarray(scores, dtype=float)
-    first: dict[str, int] = {}
-    counts: dict[int, int] = {}
-    for i, (text, score) in enumerate(zip(candidate_texts, scores)):
-        if not score > tau_reject:
-            continue
-        keep = first.setdefault(text, i)
-        counts[keep] = counts.get(keep, 0) + 1
-    if not counts:
+    """Soft verification: drop scores <= tau_reject, merge duplicate texts into their
+    first copy, and sample one survivor by `survivor_probabilities` (softmax(score / T)
+    over all candidates, summed over the copies of a text); None if none survives."""
+    probabilities = survivor_probabilities(candidate_texts, scores, tau_reject, temperature)
+    if not probabilities:
         return None
-    survivors = list(counts)
+    survivors = list(probabilities)
     if temperature <= 0:
-        return survivors[int(np.argmax(scores[survivors]))]
-    logits = scores[survivors] / temperature + np.log([counts[i] for i in survivors])
-    return survivors[int(rng.choice(len(survivors), p=softmax(logits)))]
+        return survivors[0]
+    return survivors[int(rng.choice(len(survivors), p=list(probabilities.values())))]
 
 
 def next_mode(draft_accepted: bool, target_reward: float | None, tau_switch: float) -> Mode:
