@@ -267,6 +267,18 @@ def latency_verdict(ratio: float, interval: list[float] | None) -> str:
     return "not shown faster or slower (the interval spans 1) than"
 
 
+def accuracy_comparison(accuracy: dict, baseline: str) -> str:
+    """What the accuracy target compared, in words: SPECS's accuracy against the
+    baseline's and, when lower, against the baseline's 95% interval (the target)."""
+    interval = _interval(accuracy["baseline_interval"], _pct).strip()
+    specs, base = f"SPECS {_pct(accuracy['specs'])}", f"{baseline}'s {_pct(accuracy['baseline'])}"
+    if accuracy["specs"] >= accuracy["baseline"]:
+        return f"{specs} is not lower than {base} {interval}"
+    if accuracy["met"]:
+        return f"{specs} is below {base} but inside its 95% interval {interval}"
+    return f"{specs} is below the 95% interval of {base} {interval}"
+
+
 def specs_paragraph(summary: dict, targets: dict) -> str:
     """Plain words: did SPECS reach beam-target's accuracy at 0.81 of its latency?"""
     baseline = summary["baseline"]
@@ -277,13 +289,7 @@ def specs_paragraph(summary: dict, targets: dict) -> str:
     if accuracy["met"] is None:
         parts.append("Accuracy: not measured (no graded problems).")
     else:
-        interval = _interval(accuracy["baseline_interval"], _pct).strip()
-        if accuracy["specs"] >= accuracy["baseline"]:
-            relation = "is not lower than"
-        else:
-            relation = "is lower than" if accuracy["met"] else "is below the 95% interval of"
-        parts.append(f"Accuracy target {_met(accuracy['met'])}: SPECS {_pct(accuracy['specs'])} {relation} "
-                     f"{baseline}'s {_pct(accuracy['baseline'])} {interval}.")
+        parts.append(f"Accuracy target {_met(accuracy['met'])}: {accuracy_comparison(accuracy, baseline)}.")
     if latency["met"] is None:
         parts.append("Latency: not measured (no problem finished by both).")
     else:

@@ -10,6 +10,7 @@ from specs_local.errors import SpecsError
 from specs_local.report import (
     COLUMNS,
     PLOT_FILE,
+    accuracy_comparison,
     bootstrap_median_ratio,
     latency_verdict,
     summarize_methods,
@@ -162,7 +163,8 @@ def test_report_md_has_the_heading_table_and_verdicts(tmp_path):
     assert "| 1 |" in rows["specs"]  # one error
     assert "target 900, draft 750" in rows["specs"]
     assert "## SPECS vs beam-target" in md
-    assert "Accuracy target met: SPECS 33.3% is lower than beam-target's 66.7% [20.8%, 93.9%]." in md
+    assert ("Accuracy target met: SPECS 33.3% is below beam-target's 66.7% but inside its 95% interval "
+            "[20.8%, 93.9%].") in md
     assert "Latency target NOT met: SPECS takes 1.00 of beam-target's latency" in md
     assert "(target within 15%): specs -3% (met); beam-target +29% (NOT met)" in md
     assert "speculation cannot pay here" in md
@@ -188,6 +190,17 @@ def test_report_says_when_targets_are_met(tmp_path):
 ])
 def test_latency_verdict_rests_on_the_interval(ratio, interval, verdict):
     assert latency_verdict(ratio, interval) == verdict
+
+
+@pytest.mark.parametrize("specs, met, wording", [
+    (0.5, True, "SPECS 50.0% is not lower than beam-target's 40.0% [16.8%, 68.7%]"),
+    (0.4, True, "SPECS 40.0% is not lower than beam-target's 40.0% [16.8%, 68.7%]"),
+    (0.3, True, "SPECS 30.0% is below beam-target's 40.0% but inside its 95% interval [16.8%, 68.7%]"),
+    (0.1, False, "SPECS 10.0% is below the 95% interval of beam-target's 40.0% [16.8%, 68.7%]"),
+])
+def test_accuracy_comparison_says_what_was_compared_and_which_way(specs, met, wording):
+    accuracy = {"met": met, "specs": specs, "baseline": 0.4, "baseline_interval": [0.168, 0.687]}
+    assert accuracy_comparison(accuracy, "beam-target") == wording
 
 
 def test_report_says_plainly_when_accuracy_falls_below_the_interval(tmp_path):
