@@ -366,21 +366,14 @@ class Model:
         return self._fingerprint
 
     def render_chat(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
-        """The model's own chat template (Jinja, from the GGUF metadata)."""
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
+        """The model's own chat template (Jinja, from the GGUF metadata), in a bounded sandbox."""
+        from .chat import render_template
 
         template = self.chat_template
         if not template:
             raise SpecsError(f"{self.name} has no chat template in its metadata; pass a model with one")
-
-        def raise_exception(message):
-            raise SpecsError(f"chat template of {self.name}: {message}")
-
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-        env.globals["raise_exception"] = raise_exception
-        return env.from_string(template).render(
-            messages=messages,
-            add_generation_prompt=add_generation_prompt,
+        return render_template(
+            template, name=self.name, messages=messages, add_generation_prompt=add_generation_prompt,
             bos_token=self.token_text(self.bos_token) if self.bos_token >= 0 else "",
             eos_token=self.token_text(self.eos_token) if self.eos_token >= 0 else "",
         )
