@@ -148,8 +148,10 @@ def test_beam_runs_until_no_beam_is_live_and_answers_from_the_completed_pool(tin
             assert r.extra["live_beams"] == 0 and pool
         else:
             assert r.stop_reason == "max_steps" and len(r.steps) == config.max_steps
-        if pool:
-            assert r.steps[-1].reward == max(pool)
+        if pool:  # the best that ended its turn; a beam cut at the step limit only if none did
+            ended = [reward for reward, end in zip(pool, r.extra["completed_ended"]) if end]
+            assert r.steps[-1].reward == max(ended or pool)
+            assert r.steps[-1].ends_turn == bool(ended)
     # More beams complete than the n / M = 2 live slots (the old search stopped there).
     assert max(r.extra["completed_beams"] for r in results) > 2
 

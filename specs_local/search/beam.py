@@ -6,9 +6,11 @@ from the prompt). A candidate that finishes (end of turn, step-length limit,
 or an empty step) moves to the completed pool; of the rest, the n / M best by
 reward stay live. The search runs until no beam is live or the step limit is
 reached, and the answer is the completed beam with the best last-step reward
-(search-and-learn's "last" aggregation); with none completed, the best live
-beam. ``beam-target`` is the baseline SPECS must beat on latency at equal
-accuracy.
+(search-and-learn's "last" aggregation), preferring beams that ended their turn
+over beams cut at the step-length limit (search-and-learn's per-step limit is
+2048 tokens, ours 256, so a cut beam is usually an unfinished solution); with
+none completed, the best live beam. ``beam-target`` is the baseline SPECS must
+beat on latency at equal accuracy.
 """
 from __future__ import annotations
 
@@ -29,6 +31,10 @@ class Beam:
     @property
     def last_reward(self) -> float:
         return self.steps[-1].reward if self.steps else float("-inf")
+
+    @property
+    def ends_turn(self) -> bool:
+        return bool(self.steps) and self.steps[-1].ends_turn
 
 
 def expansion_counts(n: int, n_beams: int) -> list[int]:
@@ -90,11 +96,11 @@ def beam_search(problem: str, models: Models, config: SearchConfig, role: str = 
             model.release(b.seq)
         reward.reset()
     pool = completed or beams
-    best = max(pool, key=lambda b: b.last_reward, default=Beam(None, []))
+    best = max(pool, key=lambda b: (b.ends_turn, b.last_reward), default=Beam(None, []))
     for step in best.steps:
         yield step
     extra = {"completed_beams": len(completed), "completed_rewards": [b.last_reward for b in completed],
-             "live_beams": len(beams)}
+             "completed_ended": [b.ends_turn for b in completed], "live_beams": len(beams)}
     return tracker.result(best.steps, stop_reason, extra=extra)
 
 
