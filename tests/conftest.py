@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -97,3 +100,14 @@ def real_pair(tmp_path_factory) -> dict[str, Path]:
         os.environ["SPECS_LOCAL_HOME"] = str(default)
     os.environ["HF_HUB_OFFLINE"] = "1"
     return {role: resolve(role, role=role, preset="small", progress=False) for role in ("draft", "target")}
+
+
+def kill_once_written(cmd: list[str], path: Path, lines: int, timeout: float = 120) -> None:
+    """Run ``cmd`` and kill -9 it as soon as ``path`` holds ``lines`` lines: a
+    crash at an arbitrary moment of a durable writer."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while time.time() < deadline and (not path.exists() or path.read_bytes().count(b"\n") < lines):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()

@@ -5,12 +5,12 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from conftest import kill_once_written
 from specs_local.cli import main
 
 FAST = ["--n", "2", "--max-steps", "3", "--max-step-tokens", "8", "--threads", "1", "--ctx", "2048"]
@@ -114,12 +114,7 @@ def test_batch_survives_sigkill_and_resumes(tiny_models, tmp_path):
     cmd = ["specs-local", "batch", str(data), "-o", str(out), "--no-progress", "--draft", str(tiny_models["draft"]),
            "--target", str(tiny_models["target"]), "--n", "2", "--max-steps", "6", "--max-step-tokens", "16",
            "--threads", "1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and (not out.exists() or out.read_bytes().count(b"\n") < 3):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_once_written(cmd, out, lines=3)
     lines = out.read_bytes().split(b"\n")
     assert lines[-1] in (b"",) or lines[-1].startswith(b"{")  # at most a torn last line
     done_before = sum(1 for line in lines if line.strip())

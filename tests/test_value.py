@@ -5,14 +5,11 @@ target's own scoring prefill."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import time
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import kill_once_written
 
 from specs_local.cli import main
 from specs_local.collect import load_collection, output_paths
@@ -84,13 +81,7 @@ def test_collect_resumes_after_a_kill_without_losing_or_repeating(tiny_models, t
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps(p) + "\n" for p in PROBLEMS))
     out = tmp_path / "run.jsonl"
-    proc = subprocess.Popen(["specs-local", *collect_args(tiny_models, data, out, "--no-progress")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while time.time() < deadline and (not out.exists() or out.read_bytes().count(b"\n") < 3):
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_once_written(["specs-local", *collect_args(tiny_models, data, out, "--no-progress")], out, lines=3)
     kept = out.read_bytes().count(b"\n")
     assert 3 <= kept < len(PROBLEMS), "the kill came too late to test anything"
     before = load_collection(out).features.copy()
