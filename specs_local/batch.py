@@ -3,7 +3,9 @@
 The pieces are separate so that other front ends (`bench`) can reuse them:
 `read_problems` (input), `OutputLog` (durable, resumable output), `solve_record`
 (one problem -> one record), `Progress` (the progress line) and `summarize` /
-`format_summary` (the closing report). `run_batch` ties them together around a
+`format_summary` (the closing report). `write_records` is the loop around them
+that alone writes the output, fed by any producer of records (this process, or a
+Ray cluster: `specs_local.cluster`); `run_batch` feeds it from a
 `solve(problem_text) -> result dict` callable, so it never needs a model itself.
 """
 
@@ -30,6 +32,7 @@ except ImportError:  # Windows: no advisory locks, the log still works
 
 Record = dict[str, Any]
 Solve = Callable[[str], Record]
+Note = Callable[[str], None]  # prints one line of its own beside the progress line
 
 
 # ---------------------------------------------------------------- input
@@ -329,9 +332,11 @@ class Progress:
     """
 
     def __init__(
-        self, total: int, *, out: TextIO | None = None, enabled: bool = True, prior: Iterable[Record] = ()
+        self, total: int, *, out: TextIO | None = None, enabled: bool = True, prior: Iterable[Record] = (),
+        detail: Callable[[], str] | None = None,
     ):
         prior = list(prior)
+        self.detail = detail  # more to show before the record's status (a cluster's live workers)
         self.total = total
         # Looked up per call, not at import: click's test runner swaps sys.stderr.
         self.out = out or sys.stderr
@@ -354,6 +359,8 @@ class Progress:
             parts.append(f"ETA {_format_duration((self.total - self.done) / per_second)}")
         if self.graded:
             parts.append(f"acc {self.correct / self.graded:.1%} ({self.correct}/{self.graded})")
+        if self.detail is not None and (detail := self.detail()):
+            parts.append(detail)
         parts.append(f"{record['id']}: {_record_status(record)}")
         return " | ".join(parts)
 
@@ -380,6 +387,14 @@ class Progress:
             self.out.write("\n")
             self.out.flush()
             self._width = 0
+
+    def note(self, text: str) -> None:
+        """A line of its own (a worker lost), shown even without progress: it is news, not progress."""
+        if self.tty and self._width:  # wipe the progress line; the next problem redraws it
+            self.out.write("\r" + " " * self._width + "\r")
+            self._width = 0
+        self.out.write(text + "\n")
+        self.out.flush()
 
 
 @dataclass(frozen=True)
@@ -438,6 +453,40 @@ def format_summary(summary: Summary) -> str:
 # ---------------------------------------------------------------- the batch
 
 
+Produce = Callable[[list[Problem], Note], Iterable[Record]]
+
+
+def write_records(
+    problems: Sequence[Problem],
+    output_path: str | os.PathLike,
+    produce: Produce,
+    *,
+    progress: bool = True,
+    out: TextIO | None = None,
+    detail: Callable[[], str] | None = None,
+) -> Summary:
+    """Append a record for every problem not yet in `output_path`, as `produce` yields them.
+
+    `produce(todo, note)` gets the problems still to do and yields their records, in
+    any order. Only this loop writes: each record is appended and fsynced as it
+    arrives, and one whose id is already on disk is dropped, so no id appears twice.
+    """
+    with OutputLog(output_path) as log:
+        todo = [problem for problem in problems if problem.id not in log]
+        prior = [log.records[problem.id] for problem in problems if problem.id in log]
+        bar = Progress(len(problems), out=out, enabled=progress, prior=prior, detail=detail)
+        try:
+            for record in produce(todo, bar.note):
+                if record_id(record) in log:
+                    continue
+                log.append(record)
+                bar.advance(record)
+        finally:
+            bar.close()
+        records = [log.records[problem.id] for problem in problems if problem.id in log]
+    return summarize(records, total=len(problems), done_now=bar.done_now, skipped=len(prior))
+
+
 def run_batch(
     problems: Sequence[Problem],
     output_path: str | os.PathLike,
@@ -456,16 +505,8 @@ def run_batch(
     KeyboardInterrupt (or a kill) loses only the problem in progress; rerunning resumes.
     Progress goes to `out` (default: sys.stderr).
     """
-    with OutputLog(output_path) as log:
-        todo = [problem for problem in problems if problem.id not in log]
-        prior = [log.records[problem.id] for problem in problems if problem.id in log]
-        bar = Progress(len(problems), out=out, enabled=progress, prior=prior)
-        try:
-            for problem in todo:
-                record = solve_record(problem, solve, method=method, trace=trace)
-                log.append(record)
-                bar.advance(record)
-        finally:
-            bar.close()
-        records = [log.records[problem.id] for problem in problems]
-    return summarize(records, total=len(problems), done_now=len(todo), skipped=len(prior))
+
+    def solve_each(todo: list[Problem], note: Note) -> Iterable[Record]:
+        return (solve_record(problem, solve, method=method, trace=trace) for problem in todo)
+
+    return write_records(problems, output_path, solve_each, progress=progress, out=out)

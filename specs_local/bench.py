@@ -4,6 +4,7 @@ Per problem the methods run one after another in an order rotated from
 problem to problem, so that machine drift hits all methods alike. Each method
 appends to its own durable JSONL (``<out>/<method>.jsonl``), so a rerun of the
 same command resumes where it stopped. The report is rebuilt from those files.
+`run_bench_tasks` is the same writer fed by another producer (a Ray cluster).
 """
 from __future__ import annotations
 
@@ -41,6 +42,12 @@ class BenchProgress:
             self.graded[m] = self.graded.get(m, 0) + 1
             self.correct[m] = self.correct.get(m, 0) + bool(record["correct"])
 
+    def count_logs(self, logs: dict[str, OutputLog]) -> None:
+        """Count the records already on disk (resume)."""
+        for log in logs.values():
+            for record in log.records.values():
+                self.count(record)
+
     def show(self, current: str | None = None) -> None:
         accs = " ".join(f"{m} {self.correct.get(m, 0)}/{self.graded.get(m, 0)}" for m in self.methods)
         now = f" | running {current}" if current else ""
@@ -48,21 +55,40 @@ class BenchProgress:
         self.out.write(f"[{self.done}/{self.total} problems{now}] correct: {accs}{end}")
         self.out.flush()
 
+    def note(self, text: str) -> None:
+        """A line of its own (a worker lost), below a status line left open on a terminal."""
+        self.out.write(("\n" if self.out.isatty() else "") + text + "\n")
+        self.out.flush()
+
+
+def _open_logs(out_dir: Path, methods: list[str]) -> dict[str, OutputLog]:
+    if not methods:
+        raise SpecsError("no methods to bench")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    logs: dict[str, OutputLog] = {}
+    try:
+        for m in methods:
+            logs[m] = OutputLog(out_dir / f"{m}.jsonl")
+    except BaseException:  # one refused (another run's, or not ours): let go of those already locked
+        for log in logs.values():
+            log.close()
+        raise
+    return logs
+
+
+def _by_method(logs: dict[str, OutputLog], problems: list[Problem]) -> dict[str, list[dict]]:
+    return {m: [log.records[p.id] for p in problems if p.id in log] for m, log in logs.items()}
+
 
 def run_bench(problems: list[Problem], methods: list[str], out_dir: Path, solve, *, progress: bool = True,
               trace: bool = False, out: TextIO = sys.stderr) -> dict[str, list[dict]]:
     """Run every (problem, method) pair not yet on disk; return the records by method.
 
     ``solve(text, method) -> result dict``; ``trace`` keeps every step in the records."""
-    if not methods:
-        raise SpecsError("no methods to bench")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    logs = {m: OutputLog(out_dir / f"{m}.jsonl") for m in methods}
+    logs = _open_logs(out_dir, methods)
     bar = BenchProgress(len(problems), methods, out)
     try:
-        for log in logs.values():
-            for record in log.records.values():
-                bar.count(record)
+        bar.count_logs(logs)
         for index, problem in enumerate(problems):
             for method in rotated(methods, index):
                 if problem.id in logs[method]:
@@ -75,7 +101,39 @@ def run_bench(problems: list[Problem], methods: list[str], out_dir: Path, solve,
             bar.done = index + 1
             if progress:
                 bar.show()
-        return {m: [logs[m].records[p.id] for p in problems if p.id in logs[m]] for m in methods}
+        return _by_method(logs, problems)
+    finally:
+        for log in logs.values():
+            log.close()
+
+
+def bench_tasks(problems: list[Problem], methods: list[str], logs: dict[str, OutputLog]) -> list[tuple[Problem, str]]:
+    """The (problem, method) pairs not yet on disk, in the order ``run_bench`` runs them."""
+    return [(p, m) for index, p in enumerate(problems) for m in rotated(methods, index) if p.id not in logs[m]]
+
+
+def run_bench_tasks(problems: list[Problem], methods: list[str], out_dir: Path, produce, *, progress: bool = True,
+                    out: TextIO = sys.stderr, detail=None) -> dict[str, list[dict]]:
+    """``run_bench`` with the solving handed to ``produce(tasks, note) -> records`` (a Ray cluster).
+
+    The records come back in any order; only this loop writes them, each to its
+    method's file, and one already on disk is dropped. ``detail()`` adds to the status."""
+    logs = _open_logs(out_dir, methods)
+    bar = BenchProgress(len(problems), methods, out)
+    try:
+        bar.count_logs(logs)
+        for record in produce(bench_tasks(problems, methods, logs), bar.note):
+            log = logs[record["method"]]
+            if record["id"] in log:
+                continue
+            log.append(record)
+            bar.count(record)
+            bar.done = sum(all(p.id in logs[m] for m in methods) for p in problems)
+            if progress:
+                bar.show(detail() if detail else None)
+        if progress:
+            bar.show()
+        return _by_method(logs, problems)
     finally:
         for log in logs.values():
             log.close()

@@ -9,7 +9,7 @@ import click
 
 from ..errors import SpecsError
 from . import build_solver, handle_interrupt, search_options
-from .batch import InputError
+from .batch import InputError, cluster_options, ray_options
 
 DEFAULT_METHODS = "specs,beam-target,greedy-target"
 
@@ -23,6 +23,12 @@ def parse_methods(text: str) -> list[str]:
         raise click.BadParameter(f"unknown method(s) {', '.join(unknown) or '(none)'}; choose from "
                                  f"{', '.join(sorted(STRATEGIES))}", param_hint="--methods")
     return list(dict.fromkeys(methods))
+
+
+def model_files(records: dict[str, list[dict]]) -> list[str]:
+    """The model files the records name (what the cost model's profile is looked up by)."""
+    return sorted({usage["file"] for recs in records.values() for r in recs
+                   for usage in r.get("stats", {}).get("models", {}).values()})
 
 
 @click.command()
@@ -40,13 +46,16 @@ def parse_methods(text: str) -> list[str]:
 @click.option("--trace", is_flag=True, help="Keep every step (source, reward, log-probs, score) in the records.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @search_options
+@ray_options
 @handle_interrupt
-def bench(data, methods, out_dir, limit, offset, report_only, predict_on, model_map, trace, progress, **opts):
+def bench(data, methods, out_dir, limit, offset, report_only, predict_on, model_map, trace, progress, ray, workers,
+          gpus_per_worker, **opts):
     """Compare methods on the problems in DATA (JSONL with id/problem/answer), models loaded once."""
     from ..batch import read_problems
     from ..bench import read_records, report, run_bench
 
     method_list = parse_methods(methods)
+    cluster = cluster_options(ray, workers, gpus_per_worker, opts)
     try:
         problems = read_problems(data)
     except SpecsError as err:
@@ -60,8 +69,15 @@ def bench(data, methods, out_dir, limit, offset, report_only, predict_on, model_
     mapping = dict(pair.split("=", 1) for pair in model_map.split(",")) if model_map else None
     if report_only:
         records = read_records(out_dir, method_list, problems)
-        files = {u["file"] for recs in records.values() for r in recs for u in r.get("stats", {}).get("models", {}).values()}
-        profile = find_profile(sorted(files), opts["threads"], opts["n_gpu_layers"]) if files else None
+        files = model_files(records)
+        profile = find_profile(files, opts["threads"], opts["n_gpu_layers"]) if files else None
+    elif cluster is not None:
+        from ..cluster import run_cluster_bench, worker_options
+
+        records = run_cluster_bench(problems, method_list, out_dir, opts, cluster, trace=trace, progress=progress)
+        engine = worker_options(opts, cluster)  # the threads and offload the workers ran with
+        files = model_files(records)
+        profile = find_profile(files, engine["threads"], engine["n_gpu_layers"]) if files else None
     else:
         solver = build_solver(opts, progress=progress)
         records = run_bench(problems, method_list, out_dir,
