@@ -81,8 +81,8 @@ def node_resources(ray) -> list[dict[str, float]]:
 
 
 def workers_on(resources: dict[str, float], threads: int, gpus: float) -> int:
-    """Workers one machine holds, leaving one CPU to Ray's own processes (and the driver on the head)."""
-    by_cpu = (int(resources.get("CPU", 0)) - 1) // threads
+    """Workers one machine holds: one per ``threads`` CPUs."""
+    by_cpu = int(resources.get("CPU", 0)) // threads
     by_gpu = int(resources.get("GPU", 0) // gpus) if gpus else by_cpu
     return max(0, min(by_cpu, by_gpu))
 
@@ -90,8 +90,9 @@ def workers_on(resources: dict[str, float], threads: int, gpus: float) -> int:
 def default_workers(nodes: Sequence[dict[str, float]], threads: int, gpus: float) -> int:
     """The workers of ``--workers`` left out: what the machines hold, at least one.
 
-    The spare CPU per machine is why a 2-core machine gets one 1-thread worker: two
-    llama.cpp workloads on 2 cores run slower than one (scripts/scale_ray.py)."""
+    Measured on a 2-core machine (docs/results/ray-scaling.json): two 1-thread
+    workers did 2.2 problems/min against one's 1.1, each problem as fast as alone;
+    what collapses is two workloads that each use every core."""
     return max(1, sum(workers_on(resources, threads, gpus) for resources in nodes))
 
 

@@ -238,10 +238,11 @@ def test_ray_flags_that_do_not_go_together_are_refused(flags, message, tmp_path)
 # ---------------------------------------------------------------- sizing the workers
 
 
-def test_default_workers_leave_one_cpu_per_machine():
-    assert default_workers([{"CPU": 2.0}], threads=1, gpus=0) == 1  # this 2-core machine
-    assert default_workers([{"CPU": 16.0}, {"CPU": 8.0}], threads=4, gpus=0) == 3 + 1
-    assert default_workers([{"CPU": 2.0}], threads=2, gpus=0) == 1  # at least one
+def test_default_workers_are_one_per_threads_cpus():
+    assert default_workers([{"CPU": 2.0}], threads=1, gpus=0) == 2  # this 2-core machine: measured best
+    assert default_workers([{"CPU": 16.0}, {"CPU": 8.0}], threads=4, gpus=0) == 4 + 2
+    assert default_workers([{"CPU": 2.0}], threads=2, gpus=0) == 1
+    assert default_workers([{"CPU": 1.0}], threads=2, gpus=0) == 1  # at least one
     assert default_workers([{"CPU": 16.0, "GPU": 2.0}, {"CPU": 16.0}], threads=1, gpus=1) == 2
     assert default_workers([{"CPU": 16.0, "GPU": 1.0}], threads=1, gpus=0.5) == 2
 
