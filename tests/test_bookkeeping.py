@@ -156,7 +156,16 @@ def test_an_interrupt_at_any_bookkeeping_call_leaves_the_engine_clean(interrupte
 
 def test_real_sigint_at_random_moments_leaves_the_engine_clean(interrupted_solver):
     """SIGINT from another thread at 30 random moments of real searches."""
-    solver = interrupted_solver
+    # Python turns SIGINT into KeyboardInterrupt only if it was not ignored when the
+    # process started, and a shell's background jobs start with it ignored.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _sigint_at_random_moments(interrupted_solver)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _sigint_at_random_moments(solver):
     rng = np.random.default_rng(7)
     started = time.perf_counter()
     solver.solve(PROBLEM, method="specs")

@@ -158,8 +158,11 @@ def test_ctrl_c_prints_the_trace_so_far_and_exits_130(tiny_models):
            "--target", str(tiny_models["endless"]), "--method", "greedy",
            "--max-steps", "100000", "--max-step-tokens", "4", "--ctx", "60000", "--threads", "1"]
     # Signal at a known point, once a few steps are on screen, never by the clock: a race-free test.
+    # SIGINT as a terminal delivers it: a shell's background jobs start with it ignored,
+    # and a Python started so would never raise KeyboardInterrupt.
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = [proc.stdout.readline()]
     while seen[-1] and not seen[-1].startswith("[step 4") and len(seen) < 500:
         seen.append(proc.stdout.readline())
