@@ -45,14 +45,20 @@ class Collection:
     step_index: np.ndarray
     source: np.ndarray  # "target" | "draft"
     meta: dict
+    mc: np.ndarray | None = None  # Monte Carlo value of the step (nan: none)
+    prefix: np.ndarray | None = None  # the text before the step: rows with one prefix are candidates at one branch point
 
 
 def sample_solutions(target: Model, policy: Model, problem: str, k: int, config: SearchConfig,
-                     rng: np.random.Generator) -> list[dict]:
+                     rng: np.random.Generator, prefix: str = "") -> list[dict]:
     """k solutions of ``policy`` (the target or the draft), step by step, with the
-    target's hidden state after each step: [{"steps": [...], "hidden": [rows]}]."""
+    target's hidden state after each step: [{"steps": [...], "hidden": [rows]}].
+    A ``prefix`` (earlier steps' text) continues a solution instead of starting one."""
     own = policy is target
     heads = [start(target, problem, config)] + ([] if own else [start(policy, problem, config)])
+    for model, head in zip((target, policy), heads):
+        if prefix:  # fed by the fork below, in one batch with nothing else
+            model.append_lazily(head, model.tokenize(prefix))
     seqs_t: list[Sequence] = []
     seqs_p: list[Sequence] = []
     try:
@@ -88,6 +94,24 @@ def sample_solutions(target: Model, policy: Model, problem: str, k: int, config:
         if not own:
             policy.release_all(seqs_p + heads[1:])
     return solutions
+
+
+def monte_carlo_values(target: Model, problem: Problem, steps: list[dict], correct: bool, *, first: int, k: int,
+                       config: SearchConfig, rng: np.random.Generator) -> list[float]:
+    """Math-Shepherd labels for the first ``first`` steps of a solution: the share of
+    k target completions from just after the step that end correct. After the
+    solution's last step nothing is left to complete, so its value is the outcome."""
+    values = []
+    for index in range(min(first, len(steps))):
+        left = config.max_steps - index - 1
+        if index == len(steps) - 1 or left < 1:
+            values.append(1.0 if correct else 0.0)
+            continue
+        prefix = "".join(step["text"] for step in steps[: index + 1])
+        rollouts = sample_solutions(target, target, problem.text, k, config.with_(max_steps=left), rng, prefix)
+        ends = [extract_boxed(prefix + "".join(step["text"] for step in r["steps"])) for r in rollouts]
+        values.append(float(np.mean([grade(answer, problem.gold) is True for answer in ends])))
+    return values
 
 
 def _budget(models: list[Model], n: int, config: SearchConfig, last: bool) -> int | None:
@@ -157,17 +181,32 @@ def problem_record(problem: Problem, by_source: dict[str, list[dict]], offset: i
             "n_solutions": len(solutions), "n_correct": sum(s["correct"] is True for s in solutions)}
 
 
+@dataclass(frozen=True)
+class MonteCarlo:
+    """Which steps get Math-Shepherd labels besides the outcome label (off by default)."""
+
+    rollouts: int = 0  # k target completions per labelled step; 0: none
+    every: int = 1  # every Nth problem of the input
+    steps: int = 1_000  # the first S steps of each solution
+
+    def wanted(self, position: int) -> bool:
+        return self.rollouts > 0 and position % self.every == 0
+
+
 def collect(problems: list[Problem], out: Path, *, target: Model, draft: Model | None, k: int,
-            config: SearchConfig, meta: dict, on_record=None) -> None:
+            config: SearchConfig, meta: dict, on_record=None, mc: MonteCarlo = MonteCarlo()) -> None:
     """Collect every problem not yet in ``out``; one durable record each."""
+    unlabelled = [p.id for p in problems if p.error is not None or p.gold is None]
+    if unlabelled:
+        raise SpecsError(f"{len(unlabelled)} problems have no usable answer to label by (first: {unlabelled[0]!r})")
     features_path, meta_path = output_paths(out)
     open_meta(meta_path, meta)
     with OutputLog(out) as log:
         done_rows = sum(r["features"]["rows"] for r in log.records.values())
         features = FeatureFile(features_path, meta["width"], done_rows)
         try:
-            for problem in problems:
-                if problem.id in log or problem.error is not None or problem.gold is None:
+            for position, problem in enumerate(problems):
+                if problem.id in log:
                     continue
                 rng = np.random.default_rng([config.seed, int(hashlib.sha256(problem.id.encode()).hexdigest()[:8], 16)])
                 by_source = {}
@@ -181,6 +220,12 @@ def collect(problems: list[Problem], out: Path, *, target: Model, draft: Model |
                     for s in sols:
                         del s["hidden"]
                 record = problem_record(problem, by_source, offset, "collect")
+                if mc.wanted(position):
+                    for sol in record["solutions"]:
+                        values = monte_carlo_values(target, problem, sol["steps"], sol["correct"] is True,
+                                                    first=mc.steps, k=mc.rollouts, config=config, rng=rng)
+                        for step, value in zip(sol["steps"], values):
+                            step["mc"], step["mc_k"] = value, mc.rollouts
                 log.append(record)
                 if on_record is not None:
                     on_record(record)
@@ -199,21 +244,25 @@ def load_collection(out: Path) -> Collection:
     width = meta["width"]
     raw = np.fromfile(features_path, dtype=np.float16)
     matrix = raw[: len(raw) // width * width].reshape(-1, width)
-    rows, labels, groups, solutions, steps, sources = [], [], [], [], [], []
+    rows, labels, groups, solutions, steps, sources, mc, prefixes = [], [], [], [], [], [], [], []
     solution_id = 0
     for record in records:
         at = record["features"]["offset"]
         for sol in record["solutions"]:
-            for index, _ in enumerate(sol["steps"]):
+            before = hashlib.sha256(record["id"].encode())
+            for index, step in enumerate(sol["steps"]):
                 rows.append(at)
                 labels.append(1 if sol["correct"] else 0)
                 groups.append(record["id"])
                 solutions.append(solution_id)
                 steps.append(index)
                 sources.append(sol["source"])
+                mc.append(step.get("mc", np.nan))
+                prefixes.append(before.hexdigest()[:16])
+                before.update(b"\0" + step["text"].encode())
                 at += 1
             solution_id += 1
     if rows and max(rows) >= len(matrix):
         raise SpecsError(f"{features_path} is shorter than its records say")
     return Collection(matrix[rows].astype(np.float32), np.array(labels), np.array(groups), np.array(solutions),
-                      np.array(steps), np.array(sources), meta)
+                      np.array(steps), np.array(sources), meta, np.array(mc, dtype=np.float64), np.array(prefixes))

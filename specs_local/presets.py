@@ -49,7 +49,7 @@ DEFAULT_PRESET = "small"
 _CHUNK = 8 << 20  # bytes per read while joining or hashing
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _MODEL_KEYS = {"repo", "file", "revision", "size", "sha256", "bundle", "build", "value_head", "verified", "note"}
-_ROLE_KEYS = _MODEL_KEYS | {"uses", "kind", "template"}
+_ROLE_KEYS = _MODEL_KEYS | {"uses", "kind", "template", "probe_head"}
 
 
 # ----------------------------------------------------------------- manifests
@@ -91,6 +91,7 @@ class Role:
     uses: str | None = None
     kind: str | None = None  # reward kind; reward role only
     template: Mapping[str, Any] = field(default_factory=dict)
+    probe_head: Path | None = None  # probe rewards: the head file, shipped beside the manifest
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,7 @@ def _load_manifest(name: str, chain: tuple[str, ...]) -> dict:
         raw = tomllib.loads(sources[name].read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise SpecsError(f"preset {name!r}: {sources[name]} is not valid TOML: {err}") from None
+    _anchor_probe_head(raw, sources[name])
     parent = raw.pop("extends", None)
     if parent is None:
         return raw
@@ -172,6 +174,14 @@ def _load_manifest(name: str, chain: tuple[str, ...]) -> dict:
         raise SpecsError(f"preset {name!r}: 'extends' loops back to {parent!r}")
     # A child's table replaces the parent's table of the same name, whole.
     return {**_load_manifest(parent, chain + (name,)), **raw}
+
+
+def _anchor_probe_head(raw: dict, source) -> None:
+    """A [reward] probe_head names a file beside its manifest (a packaged head
+    ships in the package): make it a path before an `extends` merges tables."""
+    table = raw.get("reward")
+    if isinstance(table, dict) and isinstance(table.get("probe_head"), str):
+        table["probe_head"] = str(Path(str(source)).parent / table["probe_head"])
 
 
 def _parse_preset(name: str, raw: dict) -> Preset:
@@ -201,8 +211,11 @@ def _parse_role(where: str, role: str, table: dict) -> Role:
     unknown = sorted(set(table) - _ROLE_KEYS)
     if unknown:
         raise SpecsError(f"{where}: unknown key {unknown[0]!r}")
-    if "kind" in table and role != "reward":
-        raise SpecsError(f"{where}: only [reward] has a 'kind'")
+    for key in ("kind", "probe_head"):
+        if key in table and role != "reward":
+            raise SpecsError(f"{where}: only [reward] has a {key!r}")
+    if "probe_head" in table and not str(table.get("kind", "")).endswith("probe"):
+        raise SpecsError(f"{where}: 'probe_head' needs a probe reward kind, not {table.get('kind')!r}")
     uses = table.get("uses")
     own_file = sorted(set(table) & _MODEL_KEYS)
     if uses and own_file:
@@ -216,6 +229,7 @@ def _parse_role(where: str, role: str, table: dict) -> Role:
         uses=uses,
         kind=table.get("kind"),
         template=dict(table.get("template", {})),
+        probe_head=Path(table["probe_head"]) if table.get("probe_head") else None,
     )
 
 

@@ -53,6 +53,21 @@ def solution_scores(collection: Collection, scores: np.ndarray, rows: np.ndarray
     return scores[idx], collection.labels[idx], collection.groups[idx]
 
 
+def branch_point_accuracy(collection: Collection, scores: np.ndarray, rows: np.ndarray) -> tuple[float, int]:
+    """Over pairs of candidate steps for one prefix whose Monte Carlo values differ:
+    the share the head orders as those values do (ties in score count 1/2)."""
+    labelled = rows & np.isfinite(collection.mc)
+    wins, pairs = 0.0, 0
+    for key in np.unique(collection.prefix[labelled]):
+        at = np.flatnonzero(labelled & (collection.prefix == key))
+        v, s = collection.mc[at], scores[at]
+        dv, ds = v[:, None] - v[None, :], s[:, None] - s[None, :]
+        upper = np.triu(dv != 0, 1)
+        pairs += int(upper.sum())
+        wins += float(np.sum((np.sign(dv) == np.sign(ds))[upper]) + 0.5 * np.sum((ds == 0)[upper]))
+    return (wins / pairs if pairs else float("nan")), pairs
+
+
 def figures(collection: Collection, scores: np.ndarray, rows: np.ndarray) -> dict:
     """The headline figures of ``scores`` over ``rows`` (the validation problems)."""
     out = {}
@@ -60,6 +75,8 @@ def figures(collection: Collection, scores: np.ndarray, rows: np.ndarray) -> dic
         s, y, g = solution_scores(collection, scores, rows, at)
         acc, pairs = pairwise_accuracy(s, y, g)
         out[f"pairwise_{at}"], out[f"pairs_{at}"] = acc, pairs
+    if collection.mc is not None and np.isfinite(collection.mc[rows]).any():
+        out["pairwise_branch"], out["pairs_branch"] = branch_point_accuracy(collection, scores, rows)
     out["auc_steps"] = roc_auc(scores[rows], collection.labels[rows])
     out["rows"], out["problems"] = int(rows.sum()), int(len(np.unique(collection.groups[rows])))
     return out
@@ -96,6 +113,7 @@ def train_probe(collection: Collection, *, candidates: list[list[str]] | None = 
         "data": data,
         "date": datetime.date.today().isoformat(),
         "collection": {k: meta[k] for k in ("k", "temperature", "max_steps", "max_step_tokens") if k in meta},
+        "split": {"val_fraction": val_fraction, "seed": seed},  # validation_mask's arguments
         "validation": best["validation"],
         "cv": {k: v for k, v in best["cv"].items() if not isinstance(v, (list, dict))},
     })
@@ -103,6 +121,17 @@ def train_probe(collection: Collection, *, candidates: list[list[str]] | None = 
                "tried": [{"capture": t["capture"], "cv_pairwise": t["cv"].get("cv_pairwise_accuracy"),
                           **t["validation"]} for t in tried]}
     return head, summary
+
+
+def evaluate_head(head: ProbeHead, collection: Collection) -> dict:
+    """A head's figures on every row of a collection of the same target."""
+    head.require("target_vocab", collection.meta["target_vocab"], what="collection's target")
+    capture = head.provenance.get("capture") or []
+    missing = [name for name in capture if name not in collection.meta["capture"]]
+    if missing:
+        raise SpecsError(f"the collection holds no {missing[0]} rows, which the head reads")
+    rows = np.ones(len(collection.labels), dtype=bool)
+    return figures(collection, _predict(head, collection.features, columns(collection.meta, capture)), rows)
 
 
 def _predict(head: ProbeHead, features: np.ndarray, cols: np.ndarray, block: int = 4096) -> np.ndarray:

@@ -103,6 +103,8 @@ class Solver:
             reward_path = resolve("reward", role="reward", preset=preset, progress=progress)
             if kind.endswith("value-prm") and value_head is None:
                 value_head = value_head_path(manifest.model("reward"))
+        if kind.endswith("probe") and value_head is None and kind == manifest.reward_kind:
+            value_head = manifest.roles["reward"].probe_head  # the head the preset ships
         config = SearchConfig().with_(**dict(manifest.search_defaults)).with_(**(search or {}))
         return cls.from_paths(paths["target"], paths["draft"], reward=reward_path, reward_kind=kind,
                               value_head=value_head, reward_template=template, config=config, method=method,

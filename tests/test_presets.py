@@ -358,6 +358,16 @@ def test_a_value_prm_is_built_locally_and_needs_its_head_beside_it(home, no_hub)
     assert presets.resolve("math-7b-value:reward", role="reward") == gguf
 
 
+def test_a_probe_head_ships_beside_its_manifest_and_survives_extends(home, fake):
+    (home / "presets" / "probed.toml").write_text(
+        'extends = "fake"\n[reward]\nuses = "target"\nkind = "calculator+probe"\nprobe_head = "heads/fake-probe.npz"\n')
+    (home / "presets" / "child.toml").write_text('extends = "probed"\n[search]\nn = 8\n')
+    for name in ("probed", "child"):
+        preset = presets.load_preset(name)
+        assert preset.reward_kind == "calculator+probe"
+        assert preset.roles["reward"].probe_head == home / "presets" / "heads" / "fake-probe.npz"
+
+
 def test_a_calculator_reward_needs_no_file(home, fake, hub):
     (home / "presets" / "calc.toml").write_text('extends = "fake"\n[reward]\nkind = "calculator"\n')
     calc = presets.load_preset("calc")
@@ -386,6 +396,10 @@ def test_a_calculator_reward_needs_no_file(home, fake, hub):
          r"'build' may use only \{repo\}"),
         ('[draft]\nrepo = "a/b"\nfile = "x.gguf"\n[draft.bundle]\nparts = [1]\n[target]\nuses = "draft"\n[reward]\nuses = "draft"\nkind = "self"\n',
          "needs a non-empty 'parts' list"),
+        ('[draft]\nrepo = "a/b"\nfile = "x.gguf"\nprobe_head = "h.npz"\n[target]\nuses = "draft"\n[reward]\nuses = "draft"\nkind = "probe"\n',
+         r"\[draft\]: only \[reward\] has a 'probe_head'"),
+        ('[draft]\nrepo = "a/b"\nfile = "x.gguf"\n[target]\nuses = "draft"\n[reward]\nuses = "draft"\nkind = "self"\nprobe_head = "h.npz"\n',
+         "'probe_head' needs a probe reward kind, not 'self'"),
         ('extends = "broken"\n', "'extends' loops back"),
         ("[draft\n", "not valid TOML"),
     ],

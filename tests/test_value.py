@@ -169,3 +169,89 @@ def test_the_probe_adds_no_decode_to_the_scoring_prefill(head_file, tiny_models)
     finally:
         target.release_all(target.live_sequences)
         target.close()
+
+
+def test_collect_refuses_problems_it_cannot_label_before_loading_anything(tmp_path):
+    data = tmp_path / "train.jsonl"
+    data.write_text(json.dumps(PROBLEMS[0]) + "\n" + json.dumps({"id": "q", "problem": "What is 2 + 2?"}) + "\n")
+    out = tmp_path / "run.jsonl"
+    result = CliRunner().invoke(main, ["value", "collect", str(data), "-o", str(out), "--target", "/nope.gguf"])
+    assert result.exit_code == 2, result.output
+    assert "1 of 2 problems cannot be labelled (line 2: problem 'q' has no 'answer')" in result.output
+    assert "Traceback" not in result.output and not out.exists()
+
+
+@pytest.fixture(scope="module")
+def mc_collection(tiny_models, tmp_path_factory):
+    """Monte Carlo labels on every other problem, the first two steps of each solution."""
+    folder = tmp_path_factory.mktemp("mc")
+    data = folder / "train.jsonl"
+    data.write_text("".join(json.dumps(p) + "\n" for p in PROBLEMS[:4]))
+    out = folder / "mc.jsonl"
+    result = CliRunner().invoke(main, collect_args(tiny_models, data, out, "--mc-rollouts", "3", "--mc-every", "2",
+                                                   "--mc-steps", "2", "--no-progress"))
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_monte_carlo_labels_are_the_share_of_completions_that_end_correct(mc_collection):
+    records = [json.loads(line) for line in mc_collection.read_text().splitlines()]
+    shares = {i / 3 for i in range(4)}
+    for position, record in enumerate(records):
+        for sol in record["solutions"]:
+            labelled = [step for step in sol["steps"] if "mc" in step]
+            if position % 2:
+                assert not labelled
+                continue
+            assert len(labelled) == min(2, len(sol["steps"]))
+            assert all(step["mc_k"] == 3 and min(abs(step["mc"] - s) for s in shares) < 1e-9 for step in labelled)
+            if len(sol["steps"]) <= 2:  # the last step: nothing is left to complete, its value is the outcome
+                assert sol["steps"][-1]["mc"] == (1.0 if sol["correct"] else 0.0)
+    loaded = load_collection(mc_collection)
+    assert np.isfinite(loaded.mc).sum() == sum(
+        "mc" in step for r in records for s in r["solutions"] for step in s["steps"])
+    # every solution's first step shares the prompt: one branch point per problem
+    first = loaded.step_index == 0
+    assert len(np.unique(loaded.prefix[first])) == len(records)
+
+
+def test_branch_point_accuracy_counts_pairs_of_one_prefix_ordered_by_their_values(mc_collection):
+    from specs_local.probe_train import branch_point_accuracy
+
+    loaded = load_collection(mc_collection)
+    rng = np.random.default_rng(0)
+    scores = rng.random(len(loaded.labels))
+    scores[:3] = scores[3]  # some ties
+    rows = np.ones(len(scores), dtype=bool)
+    wins = pairs = 0.0
+    for i in range(len(scores)):
+        for j in range(i + 1, len(scores)):
+            vi, vj = loaded.mc[i], loaded.mc[j]
+            if loaded.prefix[i] != loaded.prefix[j] or not (np.isfinite(vi) and np.isfinite(vj)) or vi == vj:
+                continue
+            pairs += 1
+            wins += 0.5 if scores[i] == scores[j] else float((scores[i] > scores[j]) == (vi > vj))
+    assert pairs > 0, "the tiny collection has no branch point with differing values"
+    assert branch_point_accuracy(loaded, scores, rows) == (pytest.approx(wins / pairs), pairs)
+    assert branch_point_accuracy(loaded, loaded.mc.copy(), rows)[0] == 1.0  # the values order themselves
+
+
+def test_value_eval_reports_a_heads_figures_on_another_collection(head_file, mc_collection):
+    result = CliRunner().invoke(main, ["value", "eval", str(head_file), str(mc_collection), "--json"])
+    assert result.exit_code == 0, result.output
+    fig = json.loads(result.output)
+    assert fig["problems"] == 4 and fig["pairs_branch"] > 0 and 0 <= fig["pairwise_branch"] <= 1
+
+
+def test_eval_reward_scores_the_probe_on_labelled_pairs(head_file, tiny_models, data_dir):
+    from test_eval_reward_cli import table_rows
+
+    result = CliRunner().invoke(main, ["eval-reward", "--data", str(data_dir), "--limit", "4", "--sources", "gsm8k",
+                                       "--kinds", "probe,calculator+probe", "--target", str(tiny_models["boxed"]),
+                                       "--value-head", str(head_file), "--ctx", "2048", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    rows = table_rows(result.stdout)
+    assert list(rows) == ["probe (gsm8k)", "calculator+probe (gsm8k)"]
+    assert all(0.0 < float(rows["probe (gsm8k)"][key]) < 1.0 for key in ("mean (correct)", "mean (wrong)"))
+    # the veto: every wrong twin's arithmetic is false, so it gets 0.05 whatever the head says
+    assert float(rows["calculator+probe (gsm8k)"]["mean (wrong)"]) == pytest.approx(0.05)

@@ -90,7 +90,7 @@ def search_options(func):
         click.option("--target", default=None, help="Target model: a GGUF path, a preset role, or hf:REPO/FILE."),
         click.option("--reward", default=None, help="Reward model: a GGUF path, a preset role, or hf:REPO/FILE."),
         click.option("--reward-kind", type=click.Choice(list(REWARD_KINDS)), default=None),
-        click.option("--value-head", type=click.Path(dir_okay=False), default=None, help="Value-head PRM: the head .npz."),
+        click.option("--value-head", type=click.Path(dir_okay=False), default=None, help="The head .npz of a value-head PRM, or of a probe (`value train`; default: the preset's own)."),
         click.option("--n-gpu-layers", type=int, default=0, show_default=True, help="Layers to offload (-1: all)."),
         click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads (default: all cores)."),
         click.option("--ctx", type=click.IntRange(256), default=8192, show_default=True, help="Context size per model."),

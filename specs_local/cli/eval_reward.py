@@ -82,6 +82,7 @@ def load_models(kinds: list[str], opts: dict):
     calculator alone. Specs resolve like the other commands: path, preset role or hf:..."""
     from ..engine import Model, ModelConfig
     from ..presets import load_preset, resolve, value_head_path
+    from ..solver import probe_capture
 
     bases = {reward_base(kind) for kind in kinds} - {""}
     if not bases:
@@ -89,12 +90,18 @@ def load_models(kinds: list[str], opts: dict):
     preset = opts["preset"]
     wants_value_head = "value-prm" in bases
 
-    def config(embeddings: bool) -> ModelConfig:
+    def config(embeddings: bool, capture: tuple[str, ...] = ()) -> ModelConfig:
         return ModelConfig(n_ctx=opts["ctx"], n_seq_max=16, n_threads=opts["threads"],
-                           n_gpu_layers=opts["n_gpu_layers"], embeddings=embeddings)
+                           n_gpu_layers=opts["n_gpu_layers"], embeddings=embeddings, capture=capture)
 
     target_path = resolve(opts["target"] or "target", role="target", preset=preset)
     reward_path, value_head = None, opts["value_head"]
+    capture = ()
+    if "probe" in bases:  # the probe reads the target's own layers: load it capturing them
+        value_head = value_head or load_preset(preset).roles["reward"].probe_head
+        if value_head is None:
+            raise FlagError("--value-head", f"a probe needs its head; preset {preset!r} ships none")
+        capture = probe_capture(value_head)
     if bases & set(MODEL_REWARDS):
         manifest = load_preset(preset)
         if opts["reward"]:
@@ -107,7 +114,7 @@ def load_models(kinds: list[str], opts: dict):
                 value_head = value_head_path(manifest.model("reward"))
     separate = reward_path is not None and Path(reward_path).resolve() != Path(target_path).resolve()
     click.echo(f"loading target {Path(target_path).name}", err=True)
-    target = Model(target_path, config(wants_value_head and not separate))
+    target = Model(target_path, config(wants_value_head and not separate, capture))
     reward_model = None
     if separate:
         click.echo(f"loading reward model {Path(reward_path).name}", err=True)
@@ -197,7 +204,8 @@ def report(table: str, opts: dict, counts: dict[str, int], models: list[str]) ->
 @click.option("--preset", default="small", show_default=True, help="Preset whose models the specs refer to.")
 @click.option("--target", default=None, help="Target model: a GGUF path, a preset role, or hf:REPO/FILE.")
 @click.option("--reward", default=None, help="Reward model (verifier, token-prm, value-prm): a GGUF path, a preset role, or hf:REPO/FILE.")
-@click.option("--value-head", type=click.Path(dir_okay=False), default=None, help="Value-head PRM: the head .npz.")
+@click.option("--value-head", type=click.Path(dir_okay=False), default=None,
+              help="The head .npz of a value-head PRM or a probe (default: the preset's probe head).")
 @click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads (default: all cores).")
 @click.option("--ctx", type=click.IntRange(256), default=8192, show_default=True, help="Context size per model.")
 @click.option("--n-gpu-layers", type=int, default=0, show_default=True, help="Layers to offload (-1: all).")

@@ -3,6 +3,7 @@ target and problems, train the head, and use it with ``--reward-kind probe``.
 
     specs-local value collect ../shared/data/gsm8k-train.jsonl -o runs/value/small.jsonl --limit 80
     specs-local value train runs/value/small.jsonl -o small-probe.npz
+    specs-local value eval small-probe.npz runs/value/held-out.jsonl
     specs-local solve --reward-kind calculator+probe --value-head small-probe.npz "What is 12 times 7?"
 """
 from __future__ import annotations
@@ -75,14 +76,23 @@ class CollectProgress:
 @click.option("--limit", type=click.IntRange(1), default=None)
 @click.option("--offset", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--no-draft", is_flag=True, help="Sample from the target only.")
+@click.option("--mc-rollouts", type=click.IntRange(0, 64), default=0, show_default=True,
+              help="Also label steps Math-Shepherd style: the share of this many target completions "
+                   "from just after the step that end correct (0: outcome labels only).")
+@click.option("--mc-every", type=click.IntRange(1), default=1, show_default=True,
+              help="Monte Carlo labels on every Nth problem only.")
+@click.option("--mc-steps", type=click.IntRange(1), default=1000, show_default=True,
+              help="Monte Carlo labels on each solution's first S steps only.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @search_options
 @handle_interrupt
-def collect(input_path, output_path, k, layers, limit, offset, no_draft, progress, **opts):
+def collect(input_path, output_path, k, layers, limit, offset, no_draft, mc_rollouts, mc_every, mc_steps,
+            progress, **opts):
     """Sample solutions to INPUT's problems (JSONL with answers) step by step and
     record, for every step, the target's hidden state and whether its solution
     ends correct. Never collect on a benchmark set you report on."""
     from ..batch import OutputLog, read_problems
+    from ..collect import MonteCarlo
     from ..collect import collect as run_collect
     from ..engine import Model
     from ..presets import known_sha256, load_preset, resolve
@@ -93,6 +103,12 @@ def collect(input_path, output_path, k, layers, limit, offset, no_draft, progres
         problems = read_problems(input_path)[offset:][:limit]
     except SpecsError as err:
         raise InputError(str(err))
+    unusable = [p for p in problems if p.error is not None or p.gold is None]
+    if unusable:  # a label needs a gold answer: refuse before any model loads
+        first = unusable[0]
+        why = first.error or f"problem {first.id!r} has no 'answer'"
+        raise InputError(f"{input_path}: {len(unusable)} of {len(problems)} problems cannot be labelled "
+                         f"(line {first.line}: {why})")
     manifest = load_preset(opts["preset"])
     paths = {role: resolve(opts[role] or role, role=role, preset=opts["preset"], progress=progress)
              for role in ("target", "draft")}
@@ -117,7 +133,7 @@ def collect(input_path, output_path, k, layers, limit, offset, no_draft, progres
         prior = [r for r in log.records.values()]
     bar = CollectProgress(len(problems), prior, progress)
     run_collect(problems, output_path, target=target, draft=draft, k=k, config=config, meta=meta,
-                on_record=bar.advance)
+                on_record=bar.advance, mc=MonteCarlo(mc_rollouts, mc_every, mc_steps))
     click.echo(f"{bar.done}/{bar.total} problems, {bar.correct}/{bar.solutions} solutions correct -> {output_path}")
 
 
@@ -138,8 +154,32 @@ def train(collection_path, head_path, val_fraction, seed):
     head.save(head_path)
     for tried in summary["tried"]:
         click.echo(f"{'+'.join(tried['capture'])}: cv pairwise {tried['cv_pairwise']:.3f} | validation "
-                   f"pairwise last step {tried['pairwise_last']:.3f} ({tried['pairs_last']} pairs), first "
-                   f"differing step {tried['pairwise_first_differing']:.3f} | step AUC {tried['auc_steps']:.3f}")
+                   + describe(tried))
     report = Path(head_path).with_suffix(".report.json")
     report.write_text(json.dumps(summary, indent=2) + "\n")
     click.echo(f"chose {'+'.join(summary['chosen'])} -> {head_path} (figures: {report})")
+
+
+def describe(fig: dict) -> str:
+    """The headline figures in one line."""
+    line = (f"pairwise last step {fig['pairwise_last']:.3f} ({fig['pairs_last']} pairs), first differing step "
+            f"{fig['pairwise_first_differing']:.3f}")
+    if "pairwise_branch" in fig:
+        line += f", branch points {fig['pairwise_branch']:.3f} ({fig['pairs_branch']} pairs)"
+    return line + f" | step AUC {fig['auc_steps']:.3f} | {fig['problems']} problems"
+
+
+@value.command("eval")
+@click.argument("head_path", metavar="HEAD", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("collection_path", metavar="COLLECTION", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def evaluate(head_path, collection_path, as_json):
+    """The figures of HEAD on every problem of COLLECTION (collected for the same
+    target, on problems the head was not trained on)."""
+    from ..collect import load_collection
+    from ..probe import ProbeHead
+    from ..probe_train import evaluate_head
+
+    head = ProbeHead.load(head_path)
+    fig = evaluate_head(head, load_collection(collection_path))
+    click.echo(json.dumps(fig, indent=2) if as_json else describe(fig))

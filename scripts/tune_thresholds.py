@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""SPECS thresholds for a probe head, tuned offline on a collection's validation
+problems (a slice of a *training* split: never a benchmark set).
+
+    python scripts/tune_thresholds.py runs/value/small.jsonl models/small-probe.npz [--n 4] [--out FILE.json]
+
+Each collected draft step is a SPECS candidate with its target/draft log-ratio,
+its probe reward and its outcome label (does its solution end correct). For
+each beta, tau_reject is the lowest threshold whose accepted draft steps end
+correct at least as often as the target's own steps do: a draft step then gets
+through only when the head rates it no worse than what deferring would buy.
+The beta kept is the one that accepts most at that precision. tau_switch hands
+back to the draft after a target step rewarded like a draft step that passes
+at the median log-ratio: (tau_reject - median log-ratio) / beta.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+from specs_local.collect import load_collection
+from specs_local.probe import ProbeHead
+from specs_local.probe_train import columns, validation_mask
+
+BETAS = (2.0, 5.0, 10.0, 20.0)
+
+
+def step_logprobs(path) -> tuple[np.ndarray, np.ndarray]:
+    """Per collected step, in load_collection's row order: the target's and the policy's mean log-prob."""
+    target, policy = [], []
+    for line in open(path, encoding="utf-8"):
+        record = json.loads(line)
+        for sol in record["solutions"]:
+            for step in sol["steps"]:
+                target.append(step["target_logprob"])
+                policy.append(step["policy_logprob"])
+    return np.array(target), np.array(policy)
+
+
+def tune(log_ratio, reward, label, target_rate, n: int) -> dict:
+    """The (beta, tau_reject) that accepts the most draft steps whose precision reaches target_rate."""
+    best = None
+    for beta in BETAS:
+        score = log_ratio + beta * reward
+        for tau in np.unique(np.round(np.quantile(score, np.linspace(0, 0.95, 96)), 3)):
+            accepted = score > tau
+            if accepted.sum() < 20:
+                continue
+            precision = float(label[accepted].mean())
+            if precision < target_rate:
+                continue
+            rate = float(accepted.mean())
+            found = {"beta": beta, "tau_reject": float(tau), "draft_acceptance": rate,
+                     "accepted_precision": precision, "deferral_if_independent": (1 - rate) ** n}
+            if best is None or rate > best["draft_acceptance"]:
+                best = found
+            break  # the lowest tau meeting the bar accepts most for this beta
+    return best
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("collection")
+    parser.add_argument("head")
+    parser.add_argument("--n", type=int, default=4, help="candidates per SPECS step")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+
+    collection = load_collection(args.collection)
+    head = ProbeHead.load(args.head)
+    split = head.provenance.get("split", {"val_fraction": 0.2, "seed": 0})
+    val = validation_mask(collection.groups, split["val_fraction"], split["seed"])
+    reward = head.predict(collection.features[:, columns(collection.meta, head.provenance["capture"])])
+    target_lp, policy_lp = step_logprobs(args.collection)
+    draft, target = val & (collection.source == "draft"), val & (collection.source == "target")
+    target_rate = float(collection.labels[target].mean())
+    found = tune(target_lp[draft] - policy_lp[draft], reward[draft], collection.labels[draft], target_rate, args.n)
+    if found is None:
+        print("no threshold makes accepted drafts as good as the target's steps", file=sys.stderr)
+        return 1
+    median_ratio = float(np.median(target_lp[draft] - policy_lp[draft]))
+    found["tau_switch"] = round(float(np.clip((found["tau_reject"] - median_ratio) / found["beta"], 0.05, 0.95)), 3)
+    summary = {"collection": args.collection, "head": args.head, "validation_problems": int(len(np.unique(collection.groups[val]))),
+               "draft_steps": int(draft.sum()), "target_steps": int(target.sum()),
+               "target_step_precision": target_rate, "draft_step_precision": float(collection.labels[draft].mean()),
+               "median_log_ratio": median_ratio, "mean_reward_target_steps": float(reward[target].mean()),
+               "mean_reward_draft_steps": float(reward[draft].mean()), **found}
+    text = json.dumps(summary, indent=2)
+    print(text)
+    if args.out:
+        open(args.out, "w", encoding="utf-8").write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
