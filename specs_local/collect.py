@@ -150,7 +150,8 @@ class FeatureFile:
         self._f.close()
 
 
-def output_paths(out: Path) -> tuple[Path, Path]:
+def output_paths(out: str | Path) -> tuple[Path, Path]:
+    out = Path(out)
     return out.with_suffix(".features.f16"), out.with_suffix(".meta.json")
 
 

@@ -13,6 +13,11 @@ class ContextFullError(SpecsError):
     """A prompt or a sequence does not fit in the context (KV cache)."""
 
 
+class PromptTooLongError(SpecsError):
+    """The problem's prompt alone fills the context: no search can start. Not a
+    ContextFullError, which a search takes as its cue to stop with what it has."""
+
+
 class OutOfSequencesError(SpecsError):
     """All parallel sequence slots of a context are in use."""
 

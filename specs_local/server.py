@@ -38,6 +38,7 @@ from .answers import extract_boxed
 from .errors import Cancelled, SpecsError
 from .rewards import solution_prompt
 from .search import ALIASES, STRATEGIES, SearchConfig, SearchResult, Step
+from .search.common import search_stats
 from .solver import Solver, sequences_needed
 
 MAX_BODY = 1 << 20  # bytes; a problem is a few KB, and the context bounds it in tokens anyway
@@ -219,7 +220,8 @@ class Runner:
                 job.steps, tokens = job.steps + 1, tokens + step.tokens
                 job.put("step", step)
                 if job.max_tokens and tokens >= job.max_tokens and not step.ends_turn:
-                    result = partial_result(job.method, steps, models, time.monotonic() - job.started_at)
+                    result = partial_result(job.method, steps, models, self.solver.config.with_(**job.changes).n,
+                                            time.monotonic() - job.started_at)
                     break
             outcome = finish_reason(result)
             job.put("done", result)
@@ -245,16 +247,11 @@ def finish_reason(result: SearchResult) -> str:
     return "stop" if result.stop_reason == "eos" else "length"
 
 
-def partial_result(method: str, steps: list[Step], models: dict, seconds: float) -> SearchResult:
+def partial_result(method: str, steps: list[Step], models: dict, n: int, seconds: float) -> SearchResult:
     """A search stopped at max_tokens returns no result of its own: what its steps and the models' counters say."""
     text = "".join(s.text for s in steps)
-    drafted = sum(s.source == "draft" for s in steps)
-    stats = {"wall_seconds": round(seconds, 4), "steps": len(steps), "step_tokens": sum(s.tokens for s in steps),
-             "steps_draft": drafted, "steps_target": len(steps) - drafted,
-             "deferrals": sum(s.deferred for s in steps),
-             "models": {role: {"file": m.name, "prompt": m.usage.prompt, "generated": m.usage.generated,
-                               "scored": m.usage.scored} for role, m in models.items()}}
-    return SearchResult(ALIASES.get(method, method), text, extract_boxed(text), steps, stats, "max_tokens")
+    return SearchResult(ALIASES.get(method, method), text, extract_boxed(text), steps,
+                        search_stats(steps, models, n, seconds), "max_tokens")
 
 
 # -- metrics --------------------------------------------------------------------

@@ -176,3 +176,17 @@ def test_a_system_prompt_replaces_the_policy_one(solver):
         [{"role": "system", "content": system}, {"role": "user", "content": PROBLEM}]), add_special=True))
     assert default.stats["models"]["target"]["prompt"] == prompt(SYSTEM)
     assert custom.stats["models"]["target"]["prompt"] == prompt("Be brief.")
+
+
+@pytest.mark.parametrize("method", ["specs", "beam-target", "best-of-n", "rsd", "greedy"])
+def test_a_prompt_that_fills_the_context_is_an_error_not_an_empty_answer(tiny_models, method):
+    from specs_local.errors import PromptTooLongError
+
+    s = Solver.from_paths(tiny_models["target"], tiny_models["draft"], reward_kind="calculator",
+                          config=SearchConfig(n=2, max_steps=2, max_step_tokens=8), engine=EngineOptions(threads=1, ctx=256))
+    try:
+        with pytest.raises(PromptTooLongError, match=r"the prompt has \d+ tokens; the context holds 256"):
+            s.solve("add one " * 400, method=method)
+        assert all(not m.live_sequences for m in s.models.distinct().values())
+    finally:
+        s.close()

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..answers import extract_boxed
 from ..engine import Generation, Model, Sequence
-from ..errors import ContextFullError, SpecsError
+from ..errors import ContextFullError, PromptTooLongError, SpecsError
 from ..rewards import solution_prompt
 from ..sampling import SamplerParams
 
@@ -116,7 +116,7 @@ def start(model: Model, problem: str, config: SearchConfig) -> Sequence:
     text = solution_prompt(model, problem, config.system_prompt)
     tokens = model.tokenize(text, add_special=True, parse_special=True)
     if len(tokens) >= model.n_ctx:
-        raise ContextFullError(f"the prompt has {len(tokens)} tokens; the context holds {model.n_ctx} (raise --ctx)")
+        raise PromptTooLongError(f"the prompt has {len(tokens)} tokens; the context holds {model.n_ctx} (raise --ctx)")
     return model.new_sequence(tokens)
 
 
@@ -230,36 +230,7 @@ class Tracker:
         )
 
     def stats(self, steps: list[Step]) -> dict:
-        per_model = {}
-        for role, m in self.models.distinct().items():
-            u = m.usage
-            per_model[role] = {
-                "file": m.name,
-                "prompt": u.prompt,
-                "generated": u.generated,
-                "scored": u.scored,
-                "evaluated": m.evaluated_tokens(),
-                "decode_seconds": round(u.decode_seconds, 4),
-                "decode_calls": u.decode_calls,
-                "generation_seconds": round(u.generation_seconds, 4),
-                "generation_calls": u.generation_calls,
-                "mean_generation_batch": round(u.generation_rows / u.generation_calls, 3) if u.generation_calls else 0.0,
-                "decode_batches": {size: list(tally) for size, tally in u.decode_batches.items()},
-                "attended_cells": u.attended_cells,
-            }
-        drafted = [s for s in steps if s.source == "draft"]
-        draft_attempts = len(drafted) + sum(1 for s in steps if s.deferred)
-        stats = {
-            "wall_seconds": round(time.perf_counter() - self.t0, 4),
-            "n": self.config.n,
-            "steps": len(steps),
-            "step_tokens": sum(s.tokens for s in steps),
-            "steps_draft": len(drafted),
-            "steps_target": len(steps) - len(drafted),
-            "deferrals": sum(1 for s in steps if s.deferred),
-            "acceptance_rate": round(len(drafted) / draft_attempts, 4) if draft_attempts else None,
-            "models": per_model,
-        }
+        stats = search_stats(steps, self.models.distinct(), self.config.n, time.perf_counter() - self.t0)
         reward_stats = getattr(self.models.reward, "stats", None)
         if reward_stats is not None and self._reward_before is not None:
             now = asdict(reward_stats)
@@ -267,3 +238,38 @@ class Tracker:
                                **{k: round(now[k] - self._reward_before[k], 4) for k in now}}
         return stats
 
+
+def model_usage(model: Model) -> dict:
+    """What one model did during a search: tokens by kind, decode calls and their shapes."""
+    u = model.usage
+    return {
+        "file": model.name,
+        "prompt": u.prompt,
+        "generated": u.generated,
+        "scored": u.scored,
+        "evaluated": model.evaluated_tokens(),
+        "decode_seconds": round(u.decode_seconds, 4),
+        "decode_calls": u.decode_calls,
+        "generation_seconds": round(u.generation_seconds, 4),
+        "generation_calls": u.generation_calls,
+        "mean_generation_batch": round(u.generation_rows / u.generation_calls, 3) if u.generation_calls else 0.0,
+        "decode_batches": {size: list(tally) for size, tally in u.decode_batches.items()},
+        "attended_cells": u.attended_cells,
+    }
+
+
+def search_stats(steps: list[Step], models: dict[str, Model], n: int, wall_seconds: float) -> dict:
+    """A search's stats from its steps and its models' counters (since they were last reset)."""
+    drafted = [s for s in steps if s.source == "draft"]
+    draft_attempts = len(drafted) + sum(1 for s in steps if s.deferred)
+    return {
+        "wall_seconds": round(wall_seconds, 4),
+        "n": n,
+        "steps": len(steps),
+        "step_tokens": sum(s.tokens for s in steps),
+        "steps_draft": len(drafted),
+        "steps_target": len(steps) - len(drafted),
+        "deferrals": sum(1 for s in steps if s.deferred),
+        "acceptance_rate": round(len(drafted) / draft_attempts, 4) if draft_attempts else None,
+        "models": {role: model_usage(m) for role, m in models.items()},
+    }
