@@ -83,14 +83,19 @@ def figures(collection: Collection, scores: np.ndarray, rows: np.ndarray) -> dic
 
 
 def train_probe(collection: Collection, *, candidates: list[list[str]] | None = None, val_fraction: float = 0.2,
-                seed: int = 0, data: str = "") -> tuple[ProbeHead, dict]:
-    """Fit a head on each candidate set of nodes (default: each node alone) on the
-    training problems, keep the one with the best cross-validated pairwise
-    accuracy, and report its validation figures."""
+                seed: int = 0, data: str = "", train_problems: int | None = None) -> tuple[ProbeHead, dict]:
+    """Fit a head on each candidate set of nodes (default: each node alone, and all) on the
+    training problems (the first ``train_problems`` of them, if given: a learning
+    curve), keep the one with the best cross-validated pairwise accuracy, and
+    report its validation figures."""
     meta = collection.meta
-    candidates = candidates or [[name] for name in meta["capture"]]
+    if candidates is None:  # each recorded layer alone, then all of them side by side
+        candidates = [[name] for name in meta["capture"]] + ([list(meta["capture"])] if len(meta["capture"]) > 1 else [])
     val = validation_mask(collection.groups, val_fraction, seed)
     train = ~val
+    if train_problems is not None:
+        kept = list(dict.fromkeys(collection.groups[train]))[:train_problems]
+        train &= np.isin(collection.groups, kept)
     if not train.any() or not val.any():
         raise SpecsError(f"{len(np.unique(collection.groups))} problems are too few to split "
                          f"{1 - val_fraction:.0%}/{val_fraction:.0%} by problem")
@@ -117,7 +122,8 @@ def train_probe(collection: Collection, *, candidates: list[list[str]] | None = 
         "validation": best["validation"],
         "cv": {k: v for k, v in best["cv"].items() if not isinstance(v, (list, dict))},
     })
-    summary = {"chosen": best["capture"],
+    summary = {"chosen": best["capture"], "train_problems": int(len(np.unique(collection.groups[train]))),
+               "train_rows": int(train.sum()),
                "tried": [{"capture": t["capture"], "cv_pairwise": t["cv"].get("cv_pairwise_accuracy"),
                           **t["validation"]} for t in tried]}
     return head, summary

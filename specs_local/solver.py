@@ -45,6 +45,18 @@ def probe_capture(head_path: str | Path) -> tuple[str, ...]:
     return tuple(ProbeHead.load(head_path).provenance.get("capture") or ())
 
 
+def _require_head_fits(head_path: Path, target: Path, preset: str) -> None:
+    """A preset's probe head reads only the preset's own target: say what to do instead."""
+    from .presets import known_sha256
+    from .probe import ProbeHead
+
+    trained_on = ProbeHead.load(head_path).provenance.get("target_sha256")
+    if trained_on != known_sha256(Path(target)):
+        raise SpecsError(f"preset {preset!r} rewards with a probe head trained for its own target, not "
+                         f"{Path(target).name}; pass --reward-kind (e.g. calculator+self), or a --value-head "
+                         "trained for this target (specs-local value collect / value train)")
+
+
 @dataclass
 class Solver:
     models: Models
@@ -105,6 +117,8 @@ class Solver:
                 value_head = value_head_path(manifest.model("reward"))
         if kind.endswith("probe") and value_head is None and kind == manifest.reward_kind:
             value_head = manifest.roles["reward"].probe_head  # the head the preset ships
+            if value_head is not None and target:
+                _require_head_fits(value_head, paths["target"], preset)
         config = SearchConfig().with_(**dict(manifest.search_defaults)).with_(**(search or {}))
         return cls.from_paths(paths["target"], paths["draft"], reward=reward_path, reward_kind=kind,
                               value_head=value_head, reward_template=template, config=config, method=method,
