@@ -13,6 +13,10 @@ class ContextFullError(SpecsError):
     """A prompt or a sequence does not fit in the context (KV cache)."""
 
 
+class HeadMismatchError(SpecsError):
+    """A value head was trained for another target (vocabulary, file or layers)."""
+
+
 class PromptTooLongError(SpecsError):
     """The problem's prompt alone fills the context: no search can start. Not a
     ContextFullError, which a search takes as its cue to stop with what it has."""

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import SpecsError
+from .errors import HeadMismatchError, SpecsError
 
 DEFAULT_L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 FORMAT = "specs-probe-1"
@@ -570,7 +570,7 @@ class ProbeHead:
             raise SpecsError(f"value head provenance is not JSON-able: {e}") from None
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "wb") as fh:
-            np.savez(fh, mean=np.asarray(self.mean, np.float64), scale=np.asarray(self.scale, np.float64),
+            np.savez_compressed(fh, mean=np.asarray(self.mean, np.float64), scale=np.asarray(self.scale, np.float64),
                      w=np.asarray(self.w, np.float64),
                      params=np.array([self.b, self.calib_a, self.calib_c], np.float64), meta=np.array(meta))
         os.replace(tmp, path)
@@ -602,7 +602,7 @@ class ProbeHead:
             raise SpecsError(f"value head {self.source} records no {key}; cannot check it matches the {what}")
         have = self.provenance[key]
         if have != value:
-            raise SpecsError(f"value head {self.source} was trained for a different {what} ({key} {have} != {value})")
+            raise HeadMismatchError(f"value head {self.source} was trained for a different {what} ({key} {have} != {value})")
 
 
 def check_provenance(head: ProbeHead, what: str = "target", **expected) -> None:

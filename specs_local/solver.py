@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from .engine import Model, ModelConfig
-from .errors import SpecsError
+from .errors import HeadMismatchError, SpecsError
 from .interrupts import deferred
 from .rewards import make_reward
 from .search import Models, SearchConfig, SearchResult, Step, run, strategy
@@ -45,18 +45,6 @@ def probe_capture(head_path: str | Path) -> tuple[str, ...]:
     return tuple(ProbeHead.load(head_path).provenance.get("capture") or ())
 
 
-def _require_head_fits(head_path: Path, target: Path, preset: str) -> None:
-    """A preset's probe head reads only the preset's own target: say what to do instead."""
-    from .presets import known_sha256
-    from .probe import ProbeHead
-
-    trained_on = ProbeHead.load(head_path).provenance.get("target_sha256")
-    if trained_on != known_sha256(Path(target)):
-        raise SpecsError(f"preset {preset!r} rewards with a probe head trained for its own target, not "
-                         f"{Path(target).name}; pass --reward-kind (e.g. calculator+self), or a --value-head "
-                         "trained for this target (specs-local value collect / value train)")
-
-
 @dataclass
 class Solver:
     models: Models
@@ -78,13 +66,23 @@ class Solver:
         strategy(method)  # fail on an unknown method before loading anything
         n_seq = sequences_needed(config)
         capture = probe_capture(value_head) if reward_kind.endswith("probe") and value_head else ()
-        target_model = Model(target, engine.model_config(n_seq, capture=capture))
-        draft_model = Model(draft, engine.model_config(n_seq)) if draft else None
-        reward_model = None
-        if reward and Path(reward) != Path(target):
-            reward_model = Model(reward, engine.model_config(n_seq, embeddings=reward_kind.endswith("value-prm")))
-        reward_obj = make_reward(reward_kind, target=target_model, reward_model=reward_model, value_head=value_head,
-                                 template=reward_template)
+        loaded: list[Model] = []
+        try:
+            target_model = Model(target, engine.model_config(n_seq, capture=capture))
+            loaded.append(target_model)
+            draft_model = Model(draft, engine.model_config(n_seq)) if draft else None
+            loaded.append(draft_model)
+            reward_model = None
+            if reward and Path(reward) != Path(target):
+                reward_model = Model(reward, engine.model_config(n_seq, embeddings=reward_kind.endswith("value-prm")))
+            loaded.append(reward_model)
+            reward_obj = make_reward(reward_kind, target=target_model, reward_model=reward_model,
+                                     value_head=value_head, template=reward_template)
+        except BaseException:
+            for model in loaded:  # a refused head or a file that will not load: free what did load
+                if model is not None:
+                    model.close()
+            raise
         return cls(Models(target=target_model, reward=reward_obj, draft=draft_model), config, method)
 
     @classmethod
@@ -103,6 +101,7 @@ class Solver:
         paths = {role: resolve(spec or role, role=role, preset=preset, progress=progress)
                  for role, spec in (("draft", draft), ("target", target))}
         kind = reward_kind or manifest.reward_kind
+        shipped = False  # whether the value head is the one the preset ships
         # The preset's prompt settings belong to its own reward kind.
         template = dict(manifest.roles["reward"].template) if kind == manifest.reward_kind else None
         reward_path = None
@@ -117,12 +116,18 @@ class Solver:
                 value_head = value_head_path(manifest.model("reward"))
         if kind.endswith("probe") and value_head is None and kind == manifest.reward_kind:
             value_head = manifest.roles["reward"].probe_head  # the head the preset ships
-            if value_head is not None and target:
-                _require_head_fits(value_head, paths["target"], preset)
+            shipped = value_head is not None
         config = SearchConfig().with_(**dict(manifest.search_defaults)).with_(**(search or {}))
-        return cls.from_paths(paths["target"], paths["draft"], reward=reward_path, reward_kind=kind,
-                              value_head=value_head, reward_template=template, config=config, method=method,
-                              engine=engine)
+        try:
+            return cls.from_paths(paths["target"], paths["draft"], reward=reward_path, reward_kind=kind,
+                                  value_head=value_head, reward_template=template, config=config, method=method,
+                                  engine=engine)
+        except HeadMismatchError:
+            if not shipped:
+                raise
+            raise SpecsError(f"preset {preset!r} rewards with a probe head trained for its own target, not "
+                             f"{Path(paths['target']).name}; pass --reward-kind (e.g. calculator+self), or a "
+                             "--value-head trained for this target (specs-local value collect / value train)") from None
 
     def stream(self, problem: str, *, method: str | None = None, **changes) -> Iterator[Step]:
         """A generator of the steps as they are chosen; it returns the SearchResult.

@@ -32,7 +32,7 @@ def test_bench_on_tiny_models_writes_every_report_field(tiny_models, data_dir, t
                    "models": {"draft.gguf": figures, "target.gguf": figures}})
     out = tmp_path / "run"
     args = ["bench", str(data_dir / "gsm8k.jsonl"), "--limit", "3", "--methods", "specs,beam-target", "--out", str(out),
-            "--draft", str(tiny_models["draft"]), "--target", str(tiny_models["target"]), "--n", "2",
+            "--draft", str(tiny_models["draft"]), "--target", str(tiny_models["target"]), "--reward-kind", "calculator+self", "--n", "2",
             "--max-steps", "3", "--max-step-tokens", "8", "--threads", "1", "--no-progress", "--trace"]
     result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output

@@ -14,12 +14,14 @@ from click.testing import CliRunner
 from conftest import kill_once_written
 from specs_local.cli import main
 
+TINY_REWARD = ["--reward-kind", "calculator+self"]
 FAST = ["--n", "2", "--max-steps", "3", "--max-step-tokens", "8", "--threads", "1", "--ctx", "2048"]
 
 
 @pytest.fixture()
 def models_args(tiny_models):
-    return ["--draft", str(tiny_models["draft"]), "--target", str(tiny_models["target"])]
+    # the tiny target cannot use the preset's probe head: self-verification instead
+    return ["--draft", str(tiny_models["draft"]), "--target", str(tiny_models["target"]), *TINY_REWARD]
 
 
 def run(args, **kw):
@@ -98,7 +100,7 @@ def test_a_corrupt_model_file_is_one_line(tmp_path, tiny_models):
 def test_the_installed_entry_point_runs(tiny_models):
     out = subprocess.run(
         ["specs-local", "solve", "What is 12 times 7?", "--draft", str(tiny_models["draft"]),
-         "--target", str(tiny_models["target"]), *FAST],
+         "--target", str(tiny_models["target"]), *TINY_REWARD, *FAST],
         capture_output=True, text=True, timeout=120,
     )
     assert out.returncode == 0, out.stderr
@@ -116,7 +118,7 @@ def test_batch_survives_sigkill_and_resumes(tiny_models, tmp_path):
     _problems(data, 40)
     cmd = ["specs-local", "batch", str(data), "-o", str(out), "--no-progress", "--draft", str(tiny_models["draft"]),
            "--target", str(tiny_models["target"]), "--n", "2", "--max-steps", "6", "--max-step-tokens", "16",
-           "--threads", "1"]
+           "--threads", "1", *TINY_REWARD]
     kill_once_written(cmd, out, lines=3)
     lines = out.read_bytes().split(b"\n")
     assert lines[-1] in (b"",) or lines[-1].startswith(b"{")  # at most a torn last line
@@ -158,7 +160,7 @@ def test_batch_refuses_an_output_file_that_is_not_its_own(models_args, tmp_path)
 
 def test_ctrl_c_prints_the_trace_so_far_and_exits_130(tiny_models):
     cmd = ["specs-local", "solve", "Count to a million.", "--draft", str(tiny_models["draft"]),
-           "--target", str(tiny_models["endless"]), "--method", "greedy",
+           "--target", str(tiny_models["endless"]), *TINY_REWARD, "--method", "greedy",
            "--max-steps", "100000", "--max-step-tokens", "4", "--ctx", "60000", "--threads", "1"]
     # Signal at a known point, once a few steps are on screen, never by the clock: a race-free test.
     # SIGINT as a terminal delivers it: a shell's background jobs start with it ignored,

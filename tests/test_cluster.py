@@ -40,7 +40,8 @@ def address():
 
 @pytest.fixture(scope="module")
 def models_args(tiny_models):
-    return ["--draft", str(tiny_models["draft"]), "--target", str(tiny_models["target"])]
+    return ["--draft", str(tiny_models["draft"]), "--target", str(tiny_models["target"]),
+            "--reward-kind", "calculator+self"]  # the tiny target cannot use the preset's probe head
 
 
 def problems_file(path: Path, n: int) -> Path:

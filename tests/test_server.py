@@ -18,9 +18,10 @@ import openai
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = ["--n", "2", "--max-steps", "3", "--max-step-tokens", "8", "--threads", "1", "--ctx", "2048", "--max-n", "8"]
+# the tiny targets cannot use the preset's probe head: self-verification instead
+FAST = ["--reward-kind", "calculator+self", "--n", "2", "--max-steps", "3", "--max-step-tokens", "8", "--threads", "1", "--ctx", "2048", "--max-n", "8"]
 # An endless target: the blocker request below runs until it is cancelled (or fills 8192 cells).
-BUSY = ["--method", "greedy-target", "--n", "2", "--max-steps", "2", "--max-step-tokens", "4", "--threads", "1",
+BUSY = ["--reward-kind", "calculator+self", "--method", "greedy-target", "--n", "2", "--max-steps", "2", "--max-step-tokens", "4", "--threads", "1",
         "--ctx", "8192", "--max-queue", "4"]
 KEY = "sekret-key"
 

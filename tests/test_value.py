@@ -255,3 +255,18 @@ def test_eval_reward_scores_the_probe_on_labelled_pairs(head_file, tiny_models, 
     assert all(0.0 < float(rows["probe (gsm8k)"][key]) < 1.0 for key in ("mean (correct)", "mean (wrong)"))
     # the veto: every wrong twin's arithmetic is false, so it gets 0.05 whatever the head says
     assert float(rows["calculator+probe (gsm8k)"]["mean (wrong)"]) == pytest.approx(0.05)
+
+
+def test_thresholds_let_through_only_drafts_as_good_as_the_targets_steps():
+    from conftest import _load_script
+
+    tune = _load_script("tune_thresholds").tune
+    rng = np.random.default_rng(0)
+    label = rng.random(400) < 0.4
+    reward = np.where(label, rng.uniform(0.5, 1.0, 400), rng.uniform(0.0, 0.6, 400))  # overlapping on 0.5-0.6
+    log_ratio = rng.normal(0.0, 0.1, 400)
+    found = tune(log_ratio, reward, label.astype(int), target_rate=0.9, n=4)
+    accepted = log_ratio + found["beta"] * reward > found["tau_reject"]
+    assert label[accepted].mean() >= 0.9 and found["accepted_precision"] == pytest.approx(label[accepted].mean())
+    assert 0.25 < found["draft_acceptance"] <= 0.4  # most of the right drafts get through
+    assert tune(log_ratio, rng.random(400), label.astype(int), target_rate=0.99, n=4) is None  # a reward that knows nothing
