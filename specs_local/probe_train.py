@@ -117,7 +117,7 @@ def train_probe(collection: Collection, *, candidates: list[list[str]] | None = 
         "target_file": meta["target_file"],
         "data": data,
         "date": datetime.date.today().isoformat(),
-        "collection": {k: meta[k] for k in ("k", "temperature", "max_steps", "max_step_tokens") if k in meta},
+        "collection": {k: meta[k] for k in ("data", "k", "temperature", "max_steps", "max_step_tokens") if k in meta},
         "split": {"val_fraction": val_fraction, "seed": seed},  # validation_mask's arguments
         "validation": best["validation"],
         "cv": {k: v for k, v in best["cv"].items() if not isinstance(v, (list, dict))},

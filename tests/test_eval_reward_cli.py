@@ -2,6 +2,8 @@
 tiny GGUF model, and bad input."""
 from __future__ import annotations
 
+import os
+
 import re
 
 import pytest
@@ -40,7 +42,7 @@ def test_calculator_on_20_gsm8k_pairs_separates_them(data_dir, tmp_path):
     assert result.stdout.strip() in written  # the same table
     command = re.search(r"command: `(.*)`", written).group(1)
     assert command.startswith("specs-local eval-reward ")
-    assert "--limit 20" in command and "--kinds calculator" in command and f"--data {data_dir}" in command
+    assert "--limit 20" in command and "--kinds calculator" in command and f"--data {os.path.relpath(data_dir)}" in command  # relative: no machine's paths
     for field in ("git revision: ", "machine: ", "date: 20"):
         assert f"- {field}" in written
 

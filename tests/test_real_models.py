@@ -65,3 +65,34 @@ def test_specs_solves_12_times_7(real_pair):
     assert result.stop_reason == "eos"
     for m in result.stats["models"].values():
         assert m["evaluated"] == m["prompt"] + m["generated"] + m["scored"]
+
+
+def test_the_small_preset_solves_with_the_probe_head_it_ships(real_pair):
+    from specs_local.presets import load_preset
+    from specs_local.probe import ProbeHead
+
+    head = ProbeHead.load(load_preset("small").roles["reward"].probe_head)
+    assert head.provenance["target_file"] == real_pair["target"].name
+    # collected from the training split, never from a benchmark set
+    assert head.provenance["collection"]["data"] == "../shared/data/gsm8k-train.jsonl"
+    solver = Solver.from_preset("small", search={"max_steps": 12}, engine=EngineOptions(ctx=4096))
+    try:
+        assert solver.models.reward.name == "calculator+probe"
+        result = solver.solve("What is 12 times 7?")
+    finally:
+        solver.close()
+    assert result.answer == "84"
+    rewards = [s.reward for s in result.steps if s.reward is not None]
+    assert rewards and all(0.0 < r < 1.0 for r in rewards)
+
+
+def test_the_shipped_head_refuses_another_target_and_says_what_to_do(real_pair, tiny_models):
+    from click.testing import CliRunner
+
+    from specs_local.cli import main
+
+    result = CliRunner().invoke(main, ["solve", "What is 2 + 2?", "--target", str(tiny_models["target"]),
+                                       "--draft", str(tiny_models["draft"]), "--threads", "1"])
+    assert result.exit_code == 1
+    assert "rewards with a probe head trained for its own target, not target.gguf; pass --reward-kind" in result.output
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output

@@ -118,7 +118,7 @@ def keyed(tiny_models, tmp_path_factory):
     that asks the reward fails half-way, after the target has generated its candidates."""
     served = Served(["--draft", str(tiny_models["draft"]), "--target", str(tiny_models["target"]),
                      "--reward", str(tiny_models["no-template"]), "--reward-kind", "verifier", "--api-key", KEY,
-                     *FAST], tmp_path_factory.mktemp("keyed") / "log")
+                     *FAST[2:]], tmp_path_factory.mktemp("keyed") / "log")
     yield served
     served.stop()
 

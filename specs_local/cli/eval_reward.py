@@ -161,6 +161,8 @@ def command_line(opts: dict) -> str:
     reruns the same measurement."""
     words = ["specs-local", "eval-reward"]
     for name, value in opts.items():
+        if isinstance(value, Path):  # a results file names no machine's absolute paths
+            value = os.path.relpath(value)
         if value is not None:
             words += [f"--{name.replace('_', '-')}", str(value)]
     return shlex.join(words)
