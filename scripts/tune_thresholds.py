@@ -23,7 +23,7 @@ import numpy as np
 
 from specs_local.collect import load_collection
 from specs_local.probe import ProbeHead
-from specs_local.probe_train import columns, validation_mask
+from specs_local.probe_train import predict_rows, validation_mask
 
 BETAS = (2.0, 5.0, 10.0, 20.0)
 
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     head = ProbeHead.load(args.head)
     split = head.provenance.get("split", {"val_fraction": 0.2, "seed": 0})
     val = validation_mask(collection.groups, split["val_fraction"], split["seed"])
-    reward = head.predict(collection.features[:, columns(collection.meta, head.provenance["capture"])])
+    reward = predict_rows(head, collection)
     target_lp, policy_lp = step_logprobs(args.collection)
     draft, target = val & (collection.source == "draft"), val & (collection.source == "target")
     target_rate = float(collection.labels[target].mean())

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,7 @@ from .batch import OutputLog, Problem
 from .calculator import check_step
 from .engine import Model, Sequence
 from .errors import SpecsError
+from .probe import SOLUTION_LOGPROB
 from .search.common import SearchConfig, sampler, start
 
 SOURCES = ("target", "draft")
@@ -47,6 +48,14 @@ class Collection:
     meta: dict
     mc: np.ndarray | None = None  # Monte Carlo value of the step (nan: none)
     prefix: np.ndarray | None = None  # the text before the step: rows with one prefix are candidates at one branch point
+    scalars: dict[str, np.ndarray] = field(default_factory=dict)  # per-row figures a head may read beside the hidden state
+
+    def scalar_matrix(self, names: list[str]) -> np.ndarray | None:
+        """The named scalars side by side (rows x names); None for none."""
+        missing = [n for n in names if n not in self.scalars]
+        if missing:
+            raise SpecsError(f"the collection records no {missing[0]}")
+        return np.stack([self.scalars[n] for n in names], 1) if names else None
 
 
 def sample_solutions(target: Model, policy: Model, problem: str, k: int, config: SearchConfig,
@@ -246,12 +255,17 @@ def load_collection(out: Path) -> Collection:
     raw = np.fromfile(features_path, dtype=np.float16)
     matrix = raw[: len(raw) // width * width].reshape(-1, width)
     rows, labels, groups, solutions, steps, sources, mc, prefixes = [], [], [], [], [], [], [], []
+    solution_logprob = []  # the target's mean log-prob per token over the solution up to each step
     solution_id = 0
     for record in records:
         at = record["features"]["offset"]
         for sol in record["solutions"]:
             before = hashlib.sha256(record["id"].encode())
+            logprob_sum, tokens = 0.0, 0
             for index, step in enumerate(sol["steps"]):
+                logprob_sum += step["target_logprob"] * step["tokens"]
+                tokens += step["tokens"]
+                solution_logprob.append(logprob_sum / tokens if tokens else 0.0)
                 rows.append(at)
                 labels.append(1 if sol["correct"] else 0)
                 groups.append(record["id"])
@@ -266,4 +280,5 @@ def load_collection(out: Path) -> Collection:
     if rows and max(rows) >= len(matrix):
         raise SpecsError(f"{features_path} is shorter than its records say")
     return Collection(matrix[rows].astype(np.float32), np.array(labels), np.array(groups), np.array(solutions),
-                      np.array(steps), np.array(sources), meta, np.array(mc, dtype=np.float64), np.array(prefixes))
+                      np.array(steps), np.array(sources), meta, np.array(mc, dtype=np.float64), np.array(prefixes),
+                      {SOLUTION_LOGPROB: np.array(solution_logprob, dtype=np.float64)})

@@ -103,6 +103,9 @@ class Sequence:
     logits: np.ndarray | None = None
     hidden: np.ndarray | None = None  # last token's hidden state (embeddings mode, or captured nodes)
     cells: list[int] = field(default_factory=list)  # KV cell ids of ``tokens``, shared with forks
+    # position -> untempered log-prob of the token there, where this model computed
+    # one (sampled it, or scored it); prompts and questions have none
+    logprobs: dict[int, float] = field(default_factory=dict)
 
     @property
     def length(self) -> int:
@@ -111,6 +114,12 @@ class Sequence:
     @property
     def all_tokens(self) -> list[int]:
         return self.tokens + self.pending
+
+    @property
+    def mean_logprob(self) -> float:
+        """Mean log-prob per token over the tokens this model sampled or scored
+        (a solution's steps, not its prompt); nan if none."""
+        return float(np.mean(list(self.logprobs.values()))) if self.logprobs else float("nan")
 
 
 @dataclass
@@ -472,6 +481,7 @@ class Model:
                 child.cells = list(seq.cells)
                 child.tokens = list(seq.tokens)
                 child.logits, child.hidden = seq.logits, seq.hidden
+                child.logprobs = dict(seq.logprobs)
         except BaseException:
             self.release(child)
             raise
@@ -481,6 +491,7 @@ class Model:
                  hidden: np.ndarray | None = None) -> None:
         """Cut a sequence back to its first ``length`` tokens (pending ones included);
         ``logits`` and ``hidden`` are what it had at that length."""
+        seq.logprobs = {pos: lp for pos, lp in seq.logprobs.items() if pos < length}
         if length >= len(seq.tokens):
             seq.pending = seq.pending[: length - len(seq.tokens)]
             return
@@ -521,6 +532,7 @@ class Model:
             self._cells.drop(seq.cells)
             seq.cells = []
             seq.tokens, seq.pending, seq.logits, seq.hidden = [], [], None, None
+            seq.logprobs = {}
             del self._live[seq.seq_id]
             self._free_ids.append(seq.seq_id)
 
@@ -594,7 +606,10 @@ class Model:
             raise
         with deferred():
             n_fed = 0
-            for seq, fed, n_pending in plan:
+            for (seq, fed, n_pending), logprobs in zip(plan, logprob_out):
+                if score:  # appended tokens start after the pending ones
+                    at = len(seq.tokens) + n_pending
+                    seq.logprobs.update(zip(range(at, at + len(logprobs)), logprobs.tolist()))
                 seq.cells.extend(self._cells.new(len(fed)))
                 seq.tokens.extend(fed)
                 seq.pending = []
@@ -750,6 +765,7 @@ class Model:
         if any(s.logits is None and not s.pending for s in seqs):
             raise SpecsError("internal: generate() needs sequences with logits or pending tokens")
         self.flush(seqs)
+        starts = [len(s.tokens) for s in seqs]
         gens = [Generation(s, [], [], "", "") for s in seqs]
         texts = [bytearray() for _ in seqs]
         active = list(range(len(seqs)))
@@ -770,8 +786,9 @@ class Model:
                 self.usage.generation_rows += len(feed)
                 self.usage.generation_calls += 1
             active = feed
-        for gen, text in zip(gens, texts):
+        for gen, text, at in zip(gens, texts, starts):
             gen.text = text.decode("utf-8", errors="replace")
+            gen.seq.logprobs.update(zip(range(at, at + len(gen.tokens)), gen.logprobs))
         return gens
 
     def _step_finish(self, gen: Generation, text: bytearray, token: int, max_tokens: int, stop: bool) -> str:

@@ -30,7 +30,13 @@ import numpy as np
 from .errors import HeadMismatchError, SpecsError
 
 DEFAULT_L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+# weights of a scalar feature beside the hidden state's decision (log-odds units
+# per unit of the scalar; a mean log-prob spans about 0.5)
+DEFAULT_SCALAR_GRID = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0)
 FORMAT = "specs-probe-1"
+# the scalar a head may read beside the hidden state: the target's mean log-prob
+# per token over the solution so far (its steps, not the prompt)
+SOLUTION_LOGPROB = "solution_logprob"
 _F32_ABOVE = 2_000_000  # X.size above which training runs in float32 (memory-bound products run ~3x faster)
 
 
@@ -530,7 +536,12 @@ def _jsonable(x):
 
 @dataclass(eq=False)
 class ProbeHead:
-    """p(correct | hidden) = sigmoid(calib_a * (((x - mean) / scale) . w + b) + calib_c)."""
+    """p(correct | hidden, scalars) =
+    sigmoid(calib_a * (((x - mean) / scale) . w + b + scalars . scalar_weights) + calib_c).
+
+    ``scalar_names`` are cheap per-step figures that join the hidden state after
+    the fit (a second stage, see ``train_head``); a head without them reads the
+    hidden state alone."""
 
     mean: np.ndarray
     scale: np.ndarray
@@ -541,30 +552,39 @@ class ProbeHead:
     feature_names: list[str] = field(default_factory=list)
     provenance: dict = field(default_factory=dict)
     source: str = "(unsaved value head)"  # where it was loaded from, for messages
+    scalar_names: list[str] = field(default_factory=list)
+    scalar_weights: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     @property
     def n_features(self) -> int:
         return len(self.w)
 
-    def decision(self, X) -> np.ndarray:
-        """Uncalibrated scores (log-odds under balanced classes); ranks like predict."""
+    def decision(self, X, scalars=None) -> np.ndarray:
+        """Uncalibrated scores (log-odds under balanced classes); ranks like predict.
+        ``scalars``: one row of ``scalar_names`` values per row of X."""
         X = np.asarray(X, dtype=np.float64)
         if X.shape[-1] != self.n_features:
             raise SpecsError(f"value head {self.source} expects {self.n_features} features, got {X.shape[-1]}")
-        return ((X - self.mean) / self.scale) @ self.w + self.b
+        z = ((X - self.mean) / self.scale) @ self.w + self.b
+        if self.scalar_names:
+            if scalars is None:
+                raise SpecsError(f"value head {self.source} also reads {', '.join(self.scalar_names)}")
+            z = z + np.asarray(scalars, dtype=np.float64).reshape(len(z), -1) @ self.scalar_weights
+        return z
 
-    def predict(self, X) -> np.ndarray:
-        return sigmoid(self.calib_a * self.decision(np.atleast_2d(X)) + self.calib_c)
+    def predict(self, X, scalars=None) -> np.ndarray:
+        return sigmoid(self.calib_a * self.decision(np.atleast_2d(X), scalars) + self.calib_c)
 
-    def __call__(self, x) -> float:
+    def __call__(self, x, scalars=None) -> float:
         x = np.asarray(x).reshape(-1)
-        return float(self.predict(x[None, :])[0])
+        return float(self.predict(x[None, :], None if scalars is None else np.atleast_2d(scalars))[0])
 
     def save(self, path) -> Path:
         """One .npz: arrays plus a JSON string (feature names, provenance); written atomically."""
         path = Path(path)
         try:
             meta = json.dumps({"format": FORMAT, "feature_names": list(self.feature_names),
+                               "scalar_names": list(self.scalar_names),
                                "provenance": _jsonable(self.provenance)}, allow_nan=False)
         except (TypeError, ValueError) as e:
             raise SpecsError(f"value head provenance is not JSON-able: {e}") from None
@@ -572,7 +592,8 @@ class ProbeHead:
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, mean=np.asarray(self.mean, np.float64), scale=np.asarray(self.scale, np.float64),
                      w=np.asarray(self.w, np.float64),
-                     params=np.array([self.b, self.calib_a, self.calib_c], np.float64), meta=np.array(meta))
+                     params=np.array([self.b, self.calib_a, self.calib_c], np.float64),
+                     scalar_weights=np.asarray(self.scalar_weights, np.float64), meta=np.array(meta))
         os.replace(tmp, path)
         return path
 
@@ -585,16 +606,22 @@ class ProbeHead:
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(str(data["meta"][()]))
                 arrays = {k: np.asarray(data[k], np.float64) for k in ("mean", "scale", "w", "params")}
+                # heads written before scalar features existed have none
+                scalar_weights = np.asarray(data["scalar_weights"], np.float64) if "scalar_weights" in data \
+                    else np.zeros(0)
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, json.JSONDecodeError) as e:
             raise SpecsError(f"value head {path} is not a probe head file ({type(e).__name__})") from None
         d = arrays["w"].shape
+        scalar_names = meta.get("scalar_names", []) if isinstance(meta, dict) else None
         if (not isinstance(meta, dict) or meta.get("format") != FORMAT or len(d) != 1
                 or arrays["mean"].shape != d or arrays["scale"].shape != d or arrays["params"].shape != (3,)
-                or len(meta.get("feature_names", [])) not in (0, d[0])):
+                or len(meta.get("feature_names", [])) not in (0, d[0])
+                or not isinstance(scalar_names, list) or scalar_weights.shape != (len(scalar_names),)):
             raise SpecsError(f"value head {path} is corrupt (format or array shapes do not match)")
         b, a, c = (float(v) for v in arrays["params"])
         return cls(arrays["mean"], arrays["scale"], arrays["w"], b, a, c,
-                   list(meta.get("feature_names", [])), dict(meta.get("provenance") or {}), str(path))
+                   list(meta.get("feature_names", [])), dict(meta.get("provenance") or {}), str(path),
+                   [str(n) for n in scalar_names], scalar_weights)
 
     def require(self, key: str, value, what: str = "target") -> None:
         """Raise a one-line SpecsError unless provenance[key] == value."""
@@ -615,9 +642,17 @@ def check_provenance(head: ProbeHead, what: str = "target", **expected) -> None:
 
 
 def train_head(X, y, groups, *, feature_names, l2_grid=DEFAULT_L2_GRID, k: int = 5, seed: int = 0,
-               provenance: dict | None = None, tie_tol: float = 2e-3) -> tuple[ProbeHead, dict]:
+               provenance: dict | None = None, tie_tol: float = 2e-3, scalars=None,
+               scalar_names=(), scalar_grid=DEFAULT_SCALAR_GRID) -> tuple[ProbeHead, dict]:
     """Standardise, balance classes, choose l2 by grouped CV, refit on all rows,
     Platt-calibrate on the out-of-fold decision values. Returns (head, report).
+
+    ``scalars`` (rows x ``scalar_names``) may join the hidden state as a second
+    stage: decision + scalars . r, each r picked from ``scalar_grid`` for the
+    best out-of-fold pairwise accuracy within problems. They are added to the
+    out-of-fold decision rather than to X because among thousands of L2-shrunk
+    hidden features one strong figure would be shrunk like the rest. A scalar
+    whose best r is 0 is dropped.
 
     The report's cv_* metrics are out-of-fold; cv_brier/cv_log_loss use the
     calibration fitted on those same values (two parameters, little optimism)."""
@@ -654,14 +689,28 @@ def train_head(X, y, groups, *, feature_names, l2_grid=DEFAULT_L2_GRID, k: int =
     z = oof[grid.index(l2)]
 
     (w, b), = fit_logistic_path(Xs, y, [l2], balanced_weights(y), tol=tol, stats=stats)
+    cv_hidden_only = pairwise_accuracy(z, y, groups)[0]
+    kept, weights, added = [], [], 0.0  # added: what the kept scalars add to each row's decision
+    if scalar_names:
+        S = np.asarray(scalars, dtype=np.float64).reshape(len(y), len(scalar_names))
+        if not np.isfinite(S).all():
+            raise SpecsError("scalar features contain NaN or infinity")
+        for j, name in enumerate(scalar_names):
+            r = _pick_scalar_weight(z, S[:, j], y, groups, scalar_grid, tie_tol)
+            if r:
+                kept.append(str(name))
+                weights.append(r)
+                added = added + r * S[:, j]
+                z = z + r * S[:, j]
     a, c = fit_platt(z, y)
     p_oof = sigmoid(a * z + c)
     cv_acc, cv_pairs = pairwise_accuracy(z, y, groups)
-    train_z = (Xs @ w.astype(Xs.dtype)).astype(np.float64) + b
+    train_z = (Xs @ w.astype(Xs.dtype)).astype(np.float64) + b + added
     report = _jsonable({
         "n_rows": len(y), "n_groups": n_groups, "n_features": X.shape[1], "n_positive": int(y.sum()),
         "base_rate": float(y.mean()), "k": k, "seed": seed, "l2": l2, "cv": table,
         "cv_pairwise_accuracy": cv_acc, "cv_pairs": cv_pairs, "cv_auc": roc_auc(z, y),
+        "cv_pairwise_hidden_only": cv_hidden_only, "scalars": dict(zip(kept, weights)),
         "cv_brier": brier(p_oof, y), "cv_log_loss": log_loss(p_oof, y),
         "cv_mean_predicted": float(p_oof.mean()), "cv_reliability": reliability_table(p_oof, y),
         "train_pairwise_accuracy": pairwise_accuracy(train_z, y, groups)[0], "train_auc": roc_auc(train_z, y),
@@ -673,5 +722,12 @@ def train_head(X, y, groups, *, feature_names, l2_grid=DEFAULT_L2_GRID, k: int =
     prov.setdefault("trained_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     prov["metrics"] = {key: report[key] for key in ("n_rows", "n_groups", "base_rate", "l2", "cv_pairwise_accuracy",
                                                     "cv_pairs", "cv_auc", "cv_brier")}
-    head = ProbeHead(mean, scale, w, b, a, c, names, prov)
+    head = ProbeHead(mean, scale, w, b, a, c, names, prov, scalar_names=kept, scalar_weights=np.array(weights))
     return head, report
+
+
+def _pick_scalar_weight(z, s, y, groups, grid, tie_tol: float) -> float:
+    """The r in ``grid`` for which z + r*s ranks best within problems (the smallest within tie_tol)."""
+    accs = [pairwise_accuracy(z + r * s, y, groups)[0] for r in grid]
+    best = max(accs)
+    return float(min(r for r, acc in zip(grid, accs) if acc >= best - tie_tol))

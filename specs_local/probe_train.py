@@ -16,7 +16,7 @@ import numpy as np
 
 from .collect import Collection
 from .errors import SpecsError
-from .probe import ProbeHead, pairwise_accuracy, roc_auc, train_head
+from .probe import SOLUTION_LOGPROB, ProbeHead, pairwise_accuracy, roc_auc, train_head
 
 
 def validation_mask(groups: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
@@ -83,11 +83,13 @@ def figures(collection: Collection, scores: np.ndarray, rows: np.ndarray) -> dic
 
 
 def train_probe(collection: Collection, *, candidates: list[list[str]] | None = None, val_fraction: float = 0.2,
-                seed: int = 0, data: str = "", train_problems: int | None = None) -> tuple[ProbeHead, dict]:
+                seed: int = 0, data: str = "", train_problems: int | None = None,
+                scalar_names: tuple[str, ...] = (SOLUTION_LOGPROB,)) -> tuple[ProbeHead, dict]:
     """Fit a head on each candidate set of nodes (default: each node alone, and all) on the
     training problems (the first ``train_problems`` of them, if given: a learning
     curve), keep the one with the best cross-validated pairwise accuracy, and
-    report its validation figures."""
+    report its validation figures. ``scalar_names`` may join each (train_head
+    keeps those that raise its cross-validated pairwise accuracy)."""
     meta = collection.meta
     if candidates is None:  # each recorded layer alone, then all of them side by side
         candidates = [[name] for name in meta["capture"]] + ([list(meta["capture"])] if len(meta["capture"]) > 1 else [])
@@ -99,14 +101,16 @@ def train_probe(collection: Collection, *, candidates: list[list[str]] | None = 
     if not train.any() or not val.any():
         raise SpecsError(f"{len(np.unique(collection.groups))} problems are too few to split "
                          f"{1 - val_fraction:.0%}/{val_fraction:.0%} by problem")
+    scalars = collection.scalar_matrix(list(scalar_names))
     tried = []
     for names in candidates:
         cols = columns(meta, names)
         head, report = train_head(collection.features[train][:, cols], collection.labels[train],
                                   collection.groups[train], feature_names=[f"{n}[{i}]" for n in names
                                                                           for i in range(len(cols) // len(names))],
-                                  seed=seed)
-        val_figures = figures(collection, _predict(head, collection.features, cols), val)
+                                  seed=seed, scalars=None if scalars is None else scalars[train],
+                                  scalar_names=scalar_names)
+        val_figures = figures(collection, _predict(head, collection, cols), val)
         tried.append({"capture": names, "cv": report, "validation": val_figures, "head": head})
     best = max(tried, key=lambda t: (t["cv"].get("cv_pairwise_accuracy") or 0.0))
     head = best["head"]
@@ -120,12 +124,13 @@ def train_probe(collection: Collection, *, candidates: list[list[str]] | None = 
         "collection": {k: meta[k] for k in ("data", "k", "temperature", "max_steps", "max_step_tokens") if k in meta},
         "split": {"val_fraction": val_fraction, "seed": seed},  # validation_mask's arguments
         "validation": best["validation"],
-        "cv": {k: v for k, v in best["cv"].items() if not isinstance(v, (list, dict))},
+        "cv": {k: v for k, v in best["cv"].items() if not isinstance(v, (list, dict)) or k == "scalars"},
     })
     summary = {"chosen": best["capture"], "train_problems": int(len(np.unique(collection.groups[train]))),
                "train_rows": int(train.sum()),
                "tried": [{"capture": t["capture"], "cv_pairwise": t["cv"].get("cv_pairwise_accuracy"),
-                          **t["validation"]} for t in tried]}
+                          "cv_pairwise_hidden_only": t["cv"].get("cv_pairwise_hidden_only"),
+                          "scalars": t["cv"].get("scalars"), **t["validation"]} for t in tried]}
     return head, summary
 
 
@@ -137,8 +142,15 @@ def evaluate_head(head: ProbeHead, collection: Collection) -> dict:
     if missing:
         raise SpecsError(f"the collection holds no {missing[0]} rows, which the head reads")
     rows = np.ones(len(collection.labels), dtype=bool)
-    return figures(collection, _predict(head, collection.features, columns(collection.meta, capture)), rows)
+    return figures(collection, predict_rows(head, collection), rows)
 
 
-def _predict(head: ProbeHead, features: np.ndarray, cols: np.ndarray, block: int = 4096) -> np.ndarray:
-    return np.concatenate([head.predict(features[i:i + block][:, cols]) for i in range(0, len(features), block)])
+def predict_rows(head: ProbeHead, collection: Collection) -> np.ndarray:
+    """The head's value of every row of a collection."""
+    return _predict(head, collection, columns(collection.meta, head.provenance.get("capture") or []))
+
+
+def _predict(head: ProbeHead, collection: Collection, cols: np.ndarray, block: int = 4096) -> np.ndarray:
+    features, scalars = collection.features, collection.scalar_matrix(head.scalar_names)
+    return np.concatenate([head.predict(features[i:i + block][:, cols], None if scalars is None else scalars[i:i + block])
+                           for i in range(0, len(features), block)])

@@ -15,6 +15,7 @@ tokens.
 """
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from .calculator import NEUTRAL, REWARD_FALSE, check_step
 from .engine import Model, Sequence
 from .errors import SpecsError
 from .presets import REWARD_KINDS
+from .probe import SOLUTION_LOGPROB
 from .sampling import softmax
 
 SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -104,6 +106,11 @@ class PromptedReward:
     def wants_contexts(self) -> bool:
         """True when the search should pass the target's candidate sequences."""
         return self.self_verify
+
+    @property
+    def scores_tokens(self) -> bool:
+        """Whether rebuilding a solution in the cache must score its tokens (log-probs, not just KV)."""
+        return False
 
     def _single_token(self, text: str) -> int:
         tokens = self.model.tokenize(text, parse_special=True)
@@ -190,7 +197,7 @@ class PromptedReward:
         self._cache[key] = seq  # cached before it is extended, so an interrupt cannot orphan it
         rest = self.model.tokenize("".join(self._accepted_text(s) for s in key[k:]), parse_special=True)
         if rest:  # accepted steps can be empty (only an end of turn)
-            self.model.extend([(seq, rest)], kind="prompt")
+            self.model.extend([(seq, rest)], kind="prompt", score=self.scores_tokens)
         return seq
 
     def _prefix_text(self, problem: str) -> str:
@@ -231,7 +238,7 @@ class PromptedReward:
     def _score_forks(self, problem: str, forks: list[Sequence], bodies: list[list[int]]) -> np.ndarray:
         work = [(s, b) for s, b in zip(forks, bodies) if b]  # an empty step (just end-of-turn) adds nothing
         if work:
-            self.model.extend(work, kind="scored")
+            self.model.extend(work, kind="scored", score=self.scores_tokens)
         return self._ask(problem, forks)
 
     def _make_room(self, n: int, keep: Sequence | None) -> None:
@@ -272,10 +279,23 @@ class ProbeReward(PromptedReward):
         self.head = head
         super().__init__(target, good=" ", bad=" ", layout=Layout(), name=name, self_verify=True)
 
+    @property
+    def scores_tokens(self) -> bool:
+        return bool(self.head.scalar_names)  # the solution's log-prob is read from the tokens' scores
+
     def _read(self, seqs: list[Sequence]) -> np.ndarray:
         if any(s.hidden is None for s in seqs):
             raise SpecsError(f"{self.model.name}: load the target with the probe's capture (ModelConfig.capture)")
-        return self.head.predict(np.stack([s.hidden for s in seqs]))
+        scalars = np.array([[_sequence_scalar(s, name) for name in self.head.scalar_names] for s in seqs])
+        return self.head.predict(np.stack([s.hidden for s in seqs]), scalars if self.head.scalar_names else None)
+
+
+def _sequence_scalar(seq: Sequence, name: str) -> float:
+    """A head's scalar feature, read from what the target computed for the sequence."""
+    if name != SOLUTION_LOGPROB:
+        raise SpecsError(f"value head reads {name!r}, which this version cannot compute")
+    value = seq.mean_logprob
+    return 0.0 if math.isnan(value) else value  # no scored token yet: as the collection counts it
 
 
 @dataclass

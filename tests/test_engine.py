@@ -205,3 +205,30 @@ def test_running_out_of_room_is_a_clean_error(tiny_models, target):
     head = target.new_sequence(target.tokenize(PROMPT))
     with pytest.raises(OutOfSequencesError, match="sequences"):
         target.fork(head, CONFIG.n_seq_max)
+
+
+def test_a_sequence_keeps_the_log_probs_of_the_tokens_it_sampled_or_scored(target):
+    """What a probe reads beside the hidden state: the model's mean log-prob over
+    a solution's steps, never its prompt, across generation (delimiter splits
+    included), scoring, forks and truncation."""
+    prefix = target.tokenize(PROMPT)
+    head = target.new_sequence(prefix)
+    assert head.logprobs == {} and np.isnan(head.mean_logprob)
+    rng = np.random.default_rng(7)
+    seqs = target.fork(head, 6)
+    gens = target.generate(seqs, SamplerParams(temperature=1.0), rng, max_tokens=40)
+    assert "delimiter" in {g.finish for g in gens}  # a split token's replacements are counted too
+    for g in gens:
+        assert sorted(g.seq.logprobs) == list(range(len(prefix), len(prefix) + len(g.tokens)))
+        assert g.seq.mean_logprob == pytest.approx(g.mean_logprob)
+    step = target.tokenize("12 * 7 = 84.\n\n")
+    kids, [scored] = target.score(gens[0].seq, [step])
+    both = np.concatenate([gens[0].logprobs, scored])
+    assert kids[0].mean_logprob == pytest.approx(both.mean())
+    assert gens[0].seq.mean_logprob == pytest.approx(gens[0].mean_logprob)  # the fork's scores are its own
+    target.extend([(kids[0], target.tokenize(" Is that right?"))], kind="prompt")  # a question: not scored
+    assert kids[0].mean_logprob == pytest.approx(both.mean())
+    target.truncate(kids[0], len(prefix) + len(gens[0].tokens))
+    assert kids[0].mean_logprob == pytest.approx(gens[0].mean_logprob)
+    target.release_all(seqs + kids + [head])
+    assert head.logprobs == {}

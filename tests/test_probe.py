@@ -269,7 +269,40 @@ def test_save_load_round_trip(trained, tmp_path):
     assert loaded.provenance == head.provenance and loaded.feature_names == head.feature_names
     assert loaded.source == str(path)
     with np.load(path, allow_pickle=False) as data:  # a plain npz: no pickled objects inside
-        assert set(data.files) == {"mean", "scale", "w", "params", "meta"}
+        assert set(data.files) == {"mean", "scale", "w", "params", "scalar_weights", "meta"}
+
+
+def test_a_scalar_that_ranks_within_problems_joins_the_head_and_noise_does_not(tmp_path):
+    """A figure such as the solution's mean log-prob, added to the hidden
+    state's decision when it raises the cross-validated within-problem ranking."""
+    rng = np.random.default_rng(5)
+    X, y = blobs(600, 12, sep=0.6, seed=21)  # a weak hidden-state signal
+    groups = np.arange(600) // 6
+    informative = 0.3 * (y - 0.5) + 0.05 * rng.standard_normal(600)  # clear within each problem
+    noise = rng.standard_normal(600)
+    head, report = train_head(X, y, groups, feature_names=[f"h{i}" for i in range(12)],
+                              scalars=np.c_[noise, informative], scalar_names=("noise", "solution_logprob"))
+    assert head.scalar_names == ["solution_logprob"] and list(report["scalars"]) == ["solution_logprob"]
+    assert report["cv_pairwise_accuracy"] > report["cv_pairwise_hidden_only"] + 0.1
+    S = informative[:, None]
+    p = head.predict(X, S)
+    assert ((p > 0) & (p < 1)).all()
+    assert pairwise_accuracy(p, y, groups)[0] > pairwise_accuracy(head.decision(X, 0 * S), y, groups)[0]
+    with pytest.raises(SpecsError, match="also reads solution_logprob"):
+        head.predict(X)
+    loaded = ProbeHead.load(head.save(tmp_path / "probe.npz"))
+    assert loaded.scalar_names == ["solution_logprob"]
+    np.testing.assert_array_equal(loaded.predict(X, S), p)
+
+
+def test_a_head_file_from_before_scalars_still_loads(trained, tmp_path):
+    X, _, head, _ = trained
+    path = tmp_path / "old.npz"
+    with np.load(head.save(tmp_path / "new.npz"), allow_pickle=False) as data:
+        np.savez(path, **{k: data[k] for k in ("mean", "scale", "w", "params", "meta")})
+    old = ProbeHead.load(path)
+    assert old.scalar_names == []
+    np.testing.assert_array_equal(old.predict(X), head.predict(X))
 
 
 def test_load_refuses_missing_and_corrupt_files(tmp_path):

@@ -52,6 +52,12 @@ def test_collect_labels_every_step_with_its_solutions_outcome(collection):
     assert set(loaded.labels) == {0, 1}  # the boxed model is right about 1 time in 10
     meta = json.loads(output_paths(out)[1].read_text())
     assert meta["capture"] == ["result_norm"] and meta["width"] == loaded.features.shape[1]
+    # beside each row: the target's mean log-prob per token over the solution up to that step
+    sol = records[0]["solutions"][3]
+    lp = np.array([s["target_logprob"] for s in sol["steps"]])
+    n = np.array([s["tokens"] for s in sol["steps"]])
+    rows = loaded.solutions == loaded.solutions[loaded.groups == records[0]["id"]][0] + 3
+    np.testing.assert_allclose(loaded.scalars["solution_logprob"][rows], np.cumsum(lp * n) / np.cumsum(n))
 
 
 def test_collected_features_are_the_targets_hidden_state_at_each_step_end(collection, tiny_models):
@@ -164,10 +170,39 @@ def test_the_probe_adds_no_decode_to_the_scoring_prefill(head_file, tiny_models)
         rewards = reward.score(problem, [], candidates, contexts=kids)
         assert (target.evaluated_tokens(), target.usage.decode_calls) == (evaluated, calls)
         assert rewards[2] == pytest.approx(0.05)  # the calculator's veto
-        np.testing.assert_allclose(rewards[:2], head.predict(np.stack([k.hidden for k in kids[:2]])))
+        scalars = np.array([[k.mean_logprob] for k in kids[:2]]) if head.scalar_names else None
+        np.testing.assert_allclose(rewards[:2], head.predict(np.stack([k.hidden for k in kids[:2]]), scalars))
         assert reward.fallback.stats.candidates == 2  # arithmetic that holds is not endorsed: the head judges
     finally:
         target.release_all(target.live_sequences)
+        target.close()
+
+
+def test_a_head_reading_the_solutions_log_prob_scores_alike_in_the_search_and_from_text(head_file, tiny_models):
+    """With the target's forks (SPECS, beam search) the probe reads the log-probs
+    their evaluation computed; without them (a draft's contexts) it rebuilds the
+    solution from text and must score its tokens to read the same value."""
+    from specs_local.probe import SOLUTION_LOGPROB, ProbeHead
+    from specs_local.rewards import ProbeReward
+
+    head = ProbeHead.load(head_file)
+    head.scalar_names, head.scalar_weights = [SOLUTION_LOGPROB], np.array([5.0])
+    target = Model(tiny_models["boxed"], ModelConfig(n_ctx=1024, n_seq_max=8, n_threads=1,
+                                                     capture=tuple(head.provenance["capture"])))
+    try:
+        problem, steps = "What is 3 + 4?", ["First, 3 + 4 = 7.\n\n"]
+        candidates = ["\\boxed{7}", "\\boxed{5}", "So the answer is 6.\n\n"]
+        prompt = target.new_sequence(target.tokenize(solution_prompt(target, problem), add_special=True))
+        [solution], _ = target.score(prompt, [target.tokenize(steps[0])])
+        kids, lps = target.score(solution, [target.tokenize(c) for c in candidates])
+        in_search = ProbeReward(target, head).score(problem, steps, candidates, contexts=kids)
+        means = [k.mean_logprob for k in kids]
+        assert len(set(means)) > 1 and all(m < 0 for m in means)
+        target.release_all([prompt, solution] + kids)
+        from_text = ProbeReward(target, head)
+        np.testing.assert_allclose(from_text.score(problem, steps, candidates), in_search, atol=2e-3)
+        from_text.reset()
+    finally:
         target.close()
 
 

@@ -153,8 +153,9 @@ def train(collection_path, head_path, val_fraction, seed):
     head, summary = train_probe(collection, val_fraction=val_fraction, seed=seed, data=str(collection_path))
     head.save(head_path)
     for tried in summary["tried"]:
-        click.echo(f"{'+'.join(tried['capture'])}: cv pairwise {tried['cv_pairwise']:.3f} | validation "
-                   + describe(tried))
+        scalars = "".join(f" + {r:g} x {name}" for name, r in (tried["scalars"] or {}).items())
+        click.echo(f"{'+'.join(tried['capture'])}{scalars}: cv pairwise {tried['cv_pairwise']:.3f} "
+                   f"(hidden state alone {tried['cv_pairwise_hidden_only']:.3f}) | validation " + describe(tried))
     report = Path(head_path).with_suffix(".report.json")
     report.write_text(json.dumps(summary, indent=2) + "\n")
     click.echo(f"chose {'+'.join(summary['chosen'])} -> {head_path} (figures: {report})")
