@@ -9,7 +9,9 @@ its probe reward and its outcome label (does its solution end correct). For
 each beta, tau_reject is the lowest threshold whose accepted draft steps end
 correct at least as often as the target's own steps do: a draft step then gets
 through only when the head rates it no worse than what deferring would buy.
-The beta kept is the one that accepts most at that precision. tau_switch hands
+The beta kept is the one that accepts most at that precision. Where no
+threshold gets there, the most selective one is kept (its top 20 drafts pass)
+and the output says ``"bar_met": false``. tau_switch hands
 back to the draft after a target step rewarded like a draft step that passes
 at the median log-ratio: (tau_reject - median log-ratio) / beta.
 """
@@ -61,6 +63,24 @@ def tune(log_ratio, reward, label, target_rate, n: int) -> dict:
     return best
 
 
+def most_selective(log_ratio, reward, label, n: int, min_accepted: int = 20) -> dict:
+    """When no threshold reaches the bar: the (beta, tau_reject) whose accepted draft
+    steps end correct most often, among those that accept at least ``min_accepted``
+    (the search then defers nearly always, which is what such a draft deserves)."""
+    best = None
+    for beta in BETAS:
+        score = log_ratio + beta * reward
+        tau = float(np.sort(score)[-min_accepted - 1])  # the top min_accepted pass
+        accepted = score > tau
+        if not accepted.any():
+            continue
+        rate, precision = float(accepted.mean()), float(label[accepted].mean())
+        if best is None or precision > best["accepted_precision"]:
+            best = {"beta": beta, "tau_reject": tau, "draft_acceptance": rate, "accepted_precision": precision,
+                    "deferral_if_independent": (1 - rate) ** n}
+    return best
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("collection")
@@ -79,8 +99,10 @@ def main(argv=None) -> int:
     target_rate = float(collection.labels[target].mean())
     found = tune(target_lp[draft] - policy_lp[draft], reward[draft], collection.labels[draft], target_rate, args.n)
     if found is None:
-        print("no threshold makes accepted drafts as good as the target's steps", file=sys.stderr)
-        return 1
+        print("no threshold makes accepted drafts as good as the target's steps: "
+              "keeping the most selective one", file=sys.stderr)
+        found = most_selective(target_lp[draft] - policy_lp[draft], reward[draft], collection.labels[draft], args.n)
+    found["bar_met"] = found["accepted_precision"] >= target_rate
     median_ratio = float(np.median(target_lp[draft] - policy_lp[draft]))
     found["tau_switch"] = round(float(np.clip((found["tau_reject"] - median_ratio) / found["beta"], 0.05, 0.95)), 3)
     summary = {"collection": args.collection, "head": args.head, "validation_problems": int(len(np.unique(collection.groups[val]))),

@@ -305,3 +305,6 @@ def test_thresholds_let_through_only_drafts_as_good_as_the_targets_steps():
     assert label[accepted].mean() >= 0.9 and found["accepted_precision"] == pytest.approx(label[accepted].mean())
     assert 0.25 < found["draft_acceptance"] <= 0.4  # most of the right drafts get through
     assert tune(log_ratio, rng.random(400), label.astype(int), target_rate=0.99, n=4) is None  # a reward that knows nothing
+    strict = _load_script("tune_thresholds").most_selective(log_ratio, reward, label.astype(int), n=4)
+    passed = log_ratio + strict["beta"] * reward > strict["tau_reject"]
+    assert passed.sum() == 20 and strict["accepted_precision"] == pytest.approx(label[passed].mean()) == 1.0
