@@ -169,10 +169,18 @@ def test_the_probe_adds_no_decode_to_the_scoring_prefill(head_file, tiny_models)
         evaluated, calls = target.evaluated_tokens(), target.usage.decode_calls
         rewards = reward.score(problem, [], candidates, contexts=kids)
         assert (target.evaluated_tokens(), target.usage.decode_calls) == (evaluated, calls)
-        assert rewards[2] == pytest.approx(0.05)  # the calculator's veto
-        scalars = np.array([[k.mean_logprob] for k in kids[:2]]) if head.scalar_names else None
-        np.testing.assert_allclose(rewards[:2], head.predict(np.stack([k.hidden for k in kids[:2]]), scalars))
-        assert reward.fallback.stats.candidates == 2  # arithmetic that holds is not endorsed: the head judges
+        scalars = np.array([[k.mean_logprob] for k in kids]) if head.scalar_names else None
+        values = head.predict(np.stack([k.hidden for k in kids]), scalars)
+        np.testing.assert_allclose(rewards[:2], values[:2])  # arithmetic that holds is not endorsed: the head judges
+        assert rewards[2] == pytest.approx(min(0.05, values[2]))  # the calculator's veto caps, never raises
+        assert reward.fallback.stats.candidates == 3
+        # A head that rates every step below the veto's value (text it finds unlikely):
+        # the false step must still come out lowest, not be raised to 0.05.
+        from specs_local.rewards import CalculatorReward, ProbeReward
+
+        head.calib_c -= 20.0
+        low = CalculatorReward(ProbeReward(target, head), veto=True).score(problem, [], candidates, contexts=kids)
+        assert low.max() < 0.05 and low[2] == pytest.approx(head.predict(np.stack([k.hidden for k in kids]), scalars)[2])
     finally:
         target.release_all(target.live_sequences)
         target.close()
