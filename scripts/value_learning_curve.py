@@ -6,6 +6,7 @@ problems, each time scored on the same validation problems (split by problem).
     python scripts/value_learning_curve.py runs/value/small.jsonl [--capture l_out-14,result_norm] [--out FILE.json]
 
 ``--capture`` fits only those recorded layers together (default: each alone and all).
+``--scalars ""`` fits the hidden state alone (default: the solution's log-prob may join it).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ def main(argv=None) -> int:
     parser.add_argument("--val-fraction", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--capture", default=None, help="comma-separated recorded layers to fit together")
+    parser.add_argument("--scalars", default="solution_logprob", help="comma-separated scalar features offered to the head")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     candidates = [args.capture.split(",")] if args.capture else None
@@ -35,7 +37,8 @@ def main(argv=None) -> int:
     curve = []
     for share in (0.25, 0.5, 0.75, 1.0):
         _, summary = train_probe(collection, candidates=candidates, val_fraction=args.val_fraction, seed=args.seed,
-                                 train_problems=max(2, round(share * total)))
+                                 train_problems=max(2, round(share * total)),
+                                 scalar_names=tuple(n for n in args.scalars.split(",") if n))
         for tried in summary["tried"]:
             row = {"train_problems": summary["train_problems"], "train_rows": summary["train_rows"], **tried}
             curve.append(row)
@@ -44,7 +47,8 @@ def main(argv=None) -> int:
                   f"{row['pairwise_first_differing']:.3f} | step AUC {row['auc_steps']:.3f}", flush=True)
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
-            json.dump({"collection": args.collection, "validation_problems": int(len(np.unique(collection.groups[val]))),
+            json.dump({"collection": args.collection, "scalars": args.scalars,
+                       "validation_problems": int(len(np.unique(collection.groups[val]))),
                        "curve": curve}, f, indent=2)
             f.write("\n")
     return 0
