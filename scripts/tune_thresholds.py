@@ -42,6 +42,13 @@ def step_logprobs(path) -> tuple[np.ndarray, np.ndarray]:
     return np.array(target), np.array(policy)
 
 
+def threshold(beta: float, tau: float, accepted, label, n: int) -> dict:
+    """What passing the draft steps ``accepted`` at (beta, tau) gives."""
+    rate = float(accepted.mean())
+    return {"beta": beta, "tau_reject": float(tau), "draft_acceptance": rate,
+            "accepted_precision": float(label[accepted].mean()), "deferral_if_independent": (1 - rate) ** n}
+
+
 def tune(log_ratio, reward, label, target_rate, n: int) -> dict:
     """The (beta, tau_reject) that accepts the most draft steps whose precision reaches target_rate."""
     best = None
@@ -51,13 +58,10 @@ def tune(log_ratio, reward, label, target_rate, n: int) -> dict:
             accepted = score > tau
             if accepted.sum() < 20:
                 continue
-            precision = float(label[accepted].mean())
-            if precision < target_rate:
+            found = threshold(beta, tau, accepted, label, n)
+            if found["accepted_precision"] < target_rate:
                 continue
-            rate = float(accepted.mean())
-            found = {"beta": beta, "tau_reject": float(tau), "draft_acceptance": rate,
-                     "accepted_precision": precision, "deferral_if_independent": (1 - rate) ** n}
-            if best is None or rate > best["draft_acceptance"]:
+            if best is None or found["draft_acceptance"] > best["draft_acceptance"]:
                 best = found
             break  # the lowest tau meeting the bar accepts most for this beta
     return best
@@ -74,10 +78,9 @@ def most_selective(log_ratio, reward, label, n: int, min_accepted: int = 20) -> 
         accepted = score > tau
         if not accepted.any():
             continue
-        rate, precision = float(accepted.mean()), float(label[accepted].mean())
-        if best is None or precision > best["accepted_precision"]:
-            best = {"beta": beta, "tau_reject": tau, "draft_acceptance": rate, "accepted_precision": precision,
-                    "deferral_if_independent": (1 - rate) ** n}
+        found = threshold(beta, tau, accepted, label, n)
+        if best is None or found["accepted_precision"] > best["accepted_precision"]:
+            best = found
     return best
 
 
@@ -97,13 +100,14 @@ def main(argv=None) -> int:
     target_lp, policy_lp = step_logprobs(args.collection)
     draft, target = val & (collection.source == "draft"), val & (collection.source == "target")
     target_rate = float(collection.labels[target].mean())
-    found = tune(target_lp[draft] - policy_lp[draft], reward[draft], collection.labels[draft], target_rate, args.n)
+    log_ratio = target_lp[draft] - policy_lp[draft]
+    found = tune(log_ratio, reward[draft], collection.labels[draft], target_rate, args.n)
     if found is None:
         print("no threshold makes accepted drafts as good as the target's steps: "
               "keeping the most selective one", file=sys.stderr)
-        found = most_selective(target_lp[draft] - policy_lp[draft], reward[draft], collection.labels[draft], args.n)
+        found = most_selective(log_ratio, reward[draft], collection.labels[draft], args.n)
     found["bar_met"] = found["accepted_precision"] >= target_rate
-    median_ratio = float(np.median(target_lp[draft] - policy_lp[draft]))
+    median_ratio = float(np.median(log_ratio))
     found["tau_switch"] = round(float(np.clip((found["tau_reject"] - median_ratio) / found["beta"], 0.05, 0.95)), 3)
     summary = {"collection": args.collection, "head": args.head, "validation_problems": int(len(np.unique(collection.groups[val]))),
                "draft_steps": int(draft.sum()), "target_steps": int(target.sum()),

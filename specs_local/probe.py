@@ -696,12 +696,12 @@ def train_head(X, y, groups, *, feature_names, l2_grid=DEFAULT_L2_GRID, k: int =
         if not np.isfinite(S).all():
             raise SpecsError("scalar features contain NaN or infinity")
         for j, name in enumerate(scalar_names):
-            r = _pick_scalar_weight(z, S[:, j], y, groups, scalar_grid, tie_tol)
+            r = _pick_scalar_weight(z + added, S[:, j], y, groups, scalar_grid, tie_tol)
             if r:
                 kept.append(str(name))
                 weights.append(r)
                 added = added + r * S[:, j]
-                z = z + r * S[:, j]
+    z = z + added
     a, c = fit_platt(z, y)
     p_oof = sigmoid(a * z + c)
     cv_acc, cv_pairs = pairwise_accuracy(z, y, groups)

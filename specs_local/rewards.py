@@ -286,8 +286,9 @@ class ProbeReward(PromptedReward):
     def _read(self, seqs: list[Sequence]) -> np.ndarray:
         if any(s.hidden is None for s in seqs):
             raise SpecsError(f"{self.model.name}: load the target with the probe's capture (ModelConfig.capture)")
-        scalars = np.array([[_sequence_scalar(s, name) for name in self.head.scalar_names] for s in seqs])
-        return self.head.predict(np.stack([s.hidden for s in seqs]), scalars if self.head.scalar_names else None)
+        names = self.head.scalar_names
+        scalars = np.array([[_sequence_scalar(s, name) for name in names] for s in seqs]) if names else None
+        return self.head.predict(np.stack([s.hidden for s in seqs]), scalars)
 
 
 def _sequence_scalar(seq: Sequence, name: str) -> float:
