@@ -750,7 +750,7 @@ class Model:
     def generate(
         self,
         seqs: list[Sequence],
-        params: SamplerParams,
+        params: SamplerParams | list[SamplerParams],
         rng: np.random.Generator,
         *,
         max_tokens: int,
@@ -761,7 +761,11 @@ class Model:
         A step ends when its text contains the delimiter (kept in the step;
         detected on text, since tokens merge it with neighbours), at an
         end-of-generation token, or at ``max_tokens``. Finished sequences stop
-        taking batch rows. The last sampled token stays pending."""
+        taking batch rows. The last sampled token stays pending. ``params`` is one
+        sampler for all, or one per sequence."""
+        per_seq = params if isinstance(params, list) else [params] * len(seqs)
+        if len(per_seq) != len(seqs):
+            raise SpecsError(f"internal: {len(per_seq)} samplers for {len(seqs)} sequences")
         if any(s.logits is None and not s.pending for s in seqs):
             raise SpecsError("internal: generate() needs sequences with logits or pending tokens")
         self.flush(seqs)
@@ -773,7 +777,7 @@ class Model:
             feed = []
             for i in active:
                 gen, seq = gens[i], seqs[i]
-                token, logprob = sample_token(seq.logits, params, rng)
+                token, logprob = sample_token(seq.logits, per_seq[i], rng)
                 gen.tokens.append(token)
                 gen.logprobs.append(logprob)
                 gen.finish = self._step_finish(gen, texts[i], token, max_tokens, stop_at_delimiter)

@@ -69,6 +69,7 @@ class Specs(BaseModel):
     beta: float | None = None
     tau_reject: float | None = None
     tau_switch: float | None = None
+    greedy_candidate: bool | None = None
     rsd_delta: float | None = None
     max_steps: int | None = Field(None, ge=1, le=100_000)
     max_step_tokens: int | None = Field(None, ge=1, le=1 << 20)

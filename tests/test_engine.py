@@ -70,6 +70,21 @@ def test_batched_greedy_generation_equals_one_at_a_time(target):
         np.testing.assert_allclose(alone.logprobs, batched.logprobs, atol=2e-3)  # batch shapes change summation order
 
 
+def test_each_sequence_may_have_its_own_sampler(target):
+    """One batch, one greedy row and sampled rows: the greedy row is what greedy decoding gives alone."""
+    greedy, hot = SamplerParams(temperature=0), SamplerParams(temperature=1.0)
+    head = target.new_sequence(target.tokenize(PROMPT))
+    [alone] = target.generate(target.fork(head, 1), greedy, np.random.default_rng(0), max_tokens=10,
+                              stop_at_delimiter=False)
+    kids = target.fork(head, 3)
+    mixed = target.generate(kids, [greedy, hot, hot], np.random.default_rng(0), max_tokens=10, stop_at_delimiter=False)
+    assert mixed[0].tokens == alone.tokens
+    assert mixed[1].tokens != alone.tokens or mixed[2].tokens != alone.tokens  # the others are sampled
+    with pytest.raises(Exception, match="2 samplers for 3 sequences"):
+        target.generate(kids, [greedy, hot], np.random.default_rng(0), max_tokens=2)
+    target.release_all(target.live_sequences)
+
+
 def test_tokens_evaluated_are_the_minimum(target):
     """Prompt once, every generated and scored token once, as llama.cpp counts them."""
     target.reset_usage()

@@ -88,6 +88,17 @@ def test_specs_defers_every_step_when_no_draft_can_pass(solver):
         assert result.stats["acceptance_rate"] == 0.0
 
 
+def test_specs_target_mode_can_offer_the_targets_greedy_step(solver):
+    """With one candidate per step and every draft rejected, SPECS' target mode writes
+    exactly greedy decoding's text when the greedy candidate is on, and samples when off."""
+    greedy = solver.solve(PROBLEM, method="greedy-target")
+    on = solver.solve(PROBLEM, method="specs", n=1, tau_reject=math.inf, greedy_candidate=True)
+    off = solver.solve(PROBLEM, method="specs", n=1, tau_reject=math.inf, greedy_candidate=False)
+    assert [s.text for s in on.steps] == [s.text for s in greedy.steps]
+    assert [s.text for s in off.steps] != [s.text for s in greedy.steps]
+    assert_accounting(on, solver)
+
+
 def test_a_draft_with_another_vocabulary_is_refused(tiny_models):
     s = Solver.from_paths(tiny_models["target"], tiny_models["other"], reward_kind="calculator",
                           config=CONFIG, engine=ENGINE)

@@ -82,6 +82,8 @@ def search_options(func):
         click.option("--beta", type=float, default=None, help="SPECS: weight of the reward in the score."),
         click.option("--tau-reject", type=float, default=None, help="SPECS: drafts scoring at or below are rejected."),
         click.option("--tau-switch", type=float, default=None, help="SPECS: target reward above which the draft takes over again."),
+        click.option("--greedy-candidate/--no-greedy-candidate", default=None,
+                     help="SPECS: the first of target mode's n candidates is the target's greedy step."),
         click.option("--rsd-delta", type=float, default=None, help="RSD: reward a draft step needs to be kept."),
         click.option("--max-steps", type=click.IntRange(1), default=None),
         click.option("--max-step-tokens", type=click.IntRange(1), default=None),
@@ -100,8 +102,8 @@ def search_options(func):
     return func
 
 
-SEARCH_KEYS = ("n", "beam_width", "temperature", "beta", "tau_reject", "tau_switch", "rsd_delta", "max_steps",
-               "max_step_tokens", "seed")
+SEARCH_KEYS = ("n", "beam_width", "temperature", "beta", "tau_reject", "tau_switch", "greedy_candidate", "rsd_delta",
+               "max_steps", "max_step_tokens", "seed")
 
 
 def build_solver(opts: dict, *, progress: bool = True):

@@ -33,6 +33,9 @@ class SearchConfig:
     max_step_tokens: int = 256
     final_step_tokens: int = 1024  # the last allowed step generates to the end of the turn
     seed: int = 0
+    # SPECS' target mode: the first of its n candidates is the target's greedy step, so
+    # a reward that cannot tell the samples apart falls back on the target's own best guess
+    greedy_candidate: bool = False
     system_prompt: str | None = None  # replaces the policy's system prompt (rewards keep their own)
 
     def with_(self, **changes) -> "SearchConfig":
@@ -130,22 +133,27 @@ def step_budget(model: Model, head: Sequence, n: int, config: SearchConfig, last
 
 
 def propose(model: Model, head: Sequence, n: int, config: SearchConfig, rng: np.random.Generator,
-            last: bool, temperature: float | None = None) -> tuple[list[Sequence], list[Generation]]:
-    """n candidate steps from one prefix, generated in one batch."""
-    return propose_many(model, [head], [n], config, rng, last, temperature)
+            last: bool, temperature: float | None = None, greedy_first: bool = False,
+            ) -> tuple[list[Sequence], list[Generation]]:
+    """n candidate steps from one prefix, generated in one batch (the first one greedily
+    if ``greedy_first``, the others sampled)."""
+    return propose_many(model, [head], [n], config, rng, last, temperature, greedy_first)
 
 
 def propose_many(model: Model, heads: list[Sequence], counts: list[int], config: SearchConfig,
                  rng: np.random.Generator, last: bool, temperature: float | None = None,
-                 ) -> tuple[list[Sequence], list[Generation]]:
-    """counts[i] candidate steps from each of several prefixes, all in one batch per decode."""
+                 greedy_first: bool = False) -> tuple[list[Sequence], list[Generation]]:
+    """counts[i] candidate steps from each of several prefixes, all in one batch per decode
+    (with ``greedy_first``, each prefix's first candidate at temperature 0)."""
     total = sum(counts)
     budget = min(step_budget(model, h, total, config, last) for h in heads)
+    sampled, greedy = sampler(config, temperature), sampler(config, 0.0)
+    params = [greedy if greedy_first and i == 0 else sampled for count in counts for i in range(count)]
     kids: list[Sequence] = []
     try:
         for head, count in zip(heads, counts):
             kids += model.fork(head, count)
-        gens = model.generate(kids, sampler(config, temperature), rng, max_tokens=budget, stop_at_delimiter=not last)
+        gens = model.generate(kids, params, rng, max_tokens=budget, stop_at_delimiter=not last)
     except BaseException:
         model.release_all(kids)
         raise

@@ -8,7 +8,8 @@ them. Soft verification keeps candidates whose score
 
 is above ``tau_reject`` and samples one with probability softmax(score / T).
 When none survives the step is deferred to the target (TARGET mode), which
-samples n steps and keeps the best by reward; once that reward is above
+samples n steps (with ``greedy_candidate``, the first is its greedy step) and
+keeps the best by reward; once that reward is above
 ``tau_switch`` the next step goes back to the draft.
 
 No token is evaluated twice: the chosen draft step is already in the target's
@@ -135,9 +136,10 @@ def _draft_step(problem, models: Models, config, rng, steps, heads, last) -> Ste
 
 
 def _target_step(problem, models: Models, config, rng, steps, heads, last, deferred: bool) -> Step:
-    """One target-mode step: n target samples, the best by reward wins."""
+    """One target-mode step: n target samples (the first greedy with ``greedy_candidate``),
+    the best by reward wins."""
     target, draft, reward = models.target, models.draft, models.reward
-    kids_t, gens = propose(target, heads["target"], config.n, config, rng, last)
+    kids_t, gens = propose(target, heads["target"], config.n, config, rng, last, greedy_first=config.greedy_candidate)
     try:
         rewards = reward.score(problem, texts(steps), [g.text for g in gens], contexts=kids_t)
     except BaseException:
