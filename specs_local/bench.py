@@ -8,7 +8,6 @@ same command resumes where it stopped. The report is rebuilt from those files.
 """
 from __future__ import annotations
 
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -148,16 +147,6 @@ def read_records(out_dir: Path, methods: list[str], problems: list[Problem]) -> 
     return records
 
 
-def git_revision() -> str:
-    try:
-        root = Path(__file__).resolve().parents[1]
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
-                             timeout=5)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def report(records_by_method: dict[str, list[dict]], out_dir: Path, *, command: str, profile: dict | None,
            other_profiles: list[dict] = (), model_map: dict | None = None) -> dict:
     """Write report.md / report.json (and the plot, where matplotlib exists).
@@ -167,7 +156,7 @@ def report(records_by_method: dict[str, list[dict]], out_dir: Path, *, command: 
     beam-target ratio the cost model predicts there from these runs' steps."""
     from .costmodel import predict_latencies, predict_ratio_on, priced_by_shape, speculation_ratio
     from .profiling import machine_name
-    from .report import finished_records, summarize_methods, write_report
+    from .report import finished_records, git_revision, summarize_methods, write_report
 
     predictions = predict_latencies(records_by_method, profile) if profile is not None else None
     summary = summarize_methods(records_by_method, baseline="beam-target", predictions=predictions)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,6 +24,24 @@ SPECS = "specs"
 LATENCY_RATIO_TARGET = 0.81  # the paper's best: 19.1% less latency than beam search
 COST_MODEL_TARGET = 0.15  # predicted latency within 15% of measured
 PLOT_FILE = "accuracy_vs_latency.png"
+
+
+def git_revision(root: Path | None = None) -> str:
+    """The revision a results file names: the short commit of the code that ran, marked
+    "+dirty" when tracked files differ from it (the numbers then come from code that no
+    commit holds); "unknown" outside a git checkout."""
+    root = root or Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+
+    try:
+        head, status = git("rev-parse", "--short", "HEAD"), git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    if head.returncode != 0 or not head.stdout.strip():
+        return "unknown"
+    return head.stdout.strip() + ("+dirty" if status.returncode == 0 and status.stdout.strip() else "")
 
 
 # ---------------------------------------------------------------- statistics

@@ -2,6 +2,7 @@
 written (report.json, report.md, the plot where matplotlib exists)."""
 
 import json
+import subprocess
 import sys
 
 import pytest
@@ -12,6 +13,7 @@ from specs_local.report import (
     PLOT_FILE,
     accuracy_comparison,
     bootstrap_median_ratio,
+    git_revision,
     latency_verdict,
     summarize_methods,
     wilson_interval,
@@ -240,3 +242,17 @@ def test_plot_is_drawn_exactly_where_matplotlib_imports(tmp_path):
         assert document["plot"] == PLOT_FILE and f"]({PLOT_FILE})" in md
     else:
         assert document["plot"] is None and "No plot: matplotlib is not installed" in md
+
+
+def test_the_revision_says_when_the_code_that_ran_is_not_committed(tmp_path):
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path)]
+    assert git_revision(tmp_path) == "unknown"  # not a checkout
+    subprocess.run(git + ["init", "-q"], check=True)
+    (tmp_path / "code.py").write_text("x = 1\n")
+    subprocess.run(git + ["add", "code.py"], check=True)
+    subprocess.run(git + ["commit", "-qm", "c"], check=True)
+    head = subprocess.run(git + ["rev-parse", "--short", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    (tmp_path / "results.jsonl").write_text("{}\n")  # untracked output: still the committed code
+    assert git_revision(tmp_path) == head
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_revision(tmp_path) == head + "+dirty"

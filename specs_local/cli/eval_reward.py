@@ -12,13 +12,13 @@ import datetime
 import os
 import platform
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 
 import click
 
 from ..presets import REWARD_KINDS
+from ..report import git_revision
 from . import handle_interrupt
 
 SOURCES = ("gsm8k", "math500")
@@ -166,15 +166,6 @@ def command_line(opts: dict) -> str:
         if value is not None:
             words += [f"--{name.replace('_', '-')}", str(value)]
     return shlex.join(words)
-
-
-def git_revision() -> str:
-    try:
-        done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                              text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else "unknown"
 
 
 def machine() -> str:
