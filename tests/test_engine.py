@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from specs_local.engine import Model, ModelConfig
-from specs_local.errors import ContextFullError, ModelLoadError, OutOfSequencesError
+from specs_local.errors import ContextFullError, ModelLoadError, OutOfSequencesError, SpecsError
 from specs_local.sampling import SamplerParams
 
 CONFIG = ModelConfig(n_ctx=1024, n_batch=64, n_seq_max=8, n_threads=1)
@@ -80,7 +80,7 @@ def test_each_sequence_may_have_its_own_sampler(target):
     mixed = target.generate(kids, [greedy, hot, hot], np.random.default_rng(0), max_tokens=10, stop_at_delimiter=False)
     assert mixed[0].tokens == alone.tokens
     assert mixed[1].tokens != alone.tokens or mixed[2].tokens != alone.tokens  # the others are sampled
-    with pytest.raises(Exception, match="2 samplers for 3 sequences"):
+    with pytest.raises(SpecsError, match="2 samplers for 3 sequences"):
         target.generate(kids, [greedy, hot], np.random.default_rng(0), max_tokens=2)
     target.release_all(target.live_sequences)
 

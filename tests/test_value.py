@@ -15,7 +15,7 @@ from specs_local.cli import main
 from specs_local.collect import load_collection, output_paths
 from specs_local.engine import Model, ModelConfig
 from specs_local.errors import SpecsError
-from specs_local.rewards import make_reward, solution_prompt
+from specs_local.rewards import CalculatorReward, ProbeReward, make_reward, solution_prompt
 from specs_local.search import SearchConfig
 from specs_local.solver import EngineOptions, Solver
 
@@ -176,8 +176,6 @@ def test_the_probe_adds_no_decode_to_the_scoring_prefill(head_file, tiny_models)
         assert reward.fallback.stats.candidates == 3
         # A head that rates every step below the veto's value (text it finds unlikely):
         # the false step must still come out lowest, not be raised to 0.05.
-        from specs_local.rewards import CalculatorReward, ProbeReward
-
         head.calib_c -= 20.0
         low = CalculatorReward(ProbeReward(target, head), veto=True).score(problem, [], candidates, contexts=kids)
         assert low.max() < 0.05 and low[2] == pytest.approx(head.predict(np.stack([k.hidden for k in kids]), scalars)[2])
@@ -191,7 +189,6 @@ def test_a_head_reading_the_solutions_log_prob_scores_alike_in_the_search_and_fr
     their evaluation computed; without them (a draft's contexts) it rebuilds the
     solution from text and must score its tokens to read the same value."""
     from specs_local.probe import SOLUTION_LOGPROB, ProbeHead
-    from specs_local.rewards import ProbeReward
 
     head = ProbeHead.load(head_file)
     head.scalar_names, head.scalar_weights = [SOLUTION_LOGPROB], np.array([5.0])
