@@ -15,7 +15,7 @@ import argparse
 import statistics
 import time
 
-from specs_local.capture import FINAL_NORM, layer_output
+from specs_local.engine.capture import FINAL_NORM, layer_output
 from specs_local.engine import Model, ModelConfig
 from specs_local.rewards import solution_prompt
 

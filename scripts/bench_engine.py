@@ -29,7 +29,7 @@ PREFILL_TOKENS = 256
 
 def raw_decode_rate(model: Model, prompt: list[int], k: int, steps: int) -> float:
     """Tokens/s of a bare loop: one llama_batch of k rows per step, argmax on the C logits."""
-    ctx, batch = model._ctx, model._batch
+    ctx, batch = model._ctx, model._decoder._batch
     mem = llama.llama_get_memory(ctx)
     for s in range(k):
         llama.llama_memory_seq_rm(mem, s, -1, -1)

@@ -16,8 +16,10 @@ import time
 import numpy as np
 import pytest
 
-import specs_local.engine as engine_module
+import llama_cpp
 from specs_local.engine import KVCells, Model
+from specs_local.engine.batching import Decoder
+from specs_local.engine.sequences import SequenceTable
 from specs_local.search import STRATEGIES, SearchConfig
 from specs_local.solver import EngineOptions, Solver
 
@@ -30,7 +32,7 @@ def assert_clean(solver: Solver) -> None:
     for model in solver.models.distinct().values():
         assert model.live_sequences == [], model.name
         assert model.live_cells == 0, model.name
-        assert sorted(model._free_ids) == list(range(model.config.n_seq_max)), model.name
+        assert sorted(model.sequences.free_ids) == list(range(model.config.n_seq_max)), model.name
         assert model.positions_in_memory() == {}, model.name
 
 
@@ -98,11 +100,11 @@ def test_long_searches_reach_ten_steps(tiny_models):
 INTERRUPTED = SearchConfig(n=3, beam_width=1, max_steps=3, max_step_tokens=4, final_step_tokens=5, seed=1)
 
 
-# Each call that changes the bookkeeping; "_decode_batch" is an interrupted decode (extend's rollback).
-BOOKKEEPING_CALLS = ["Model.fork", "Model._copy", "Model._allocate", "Model.truncate", "Model.release",
-                     "Model._decode_batch", "KVCells.new", "KVCells.share", "KVCells.drop",
-                     "llama.llama_memory_seq_cp", "llama.llama_memory_seq_rm"]
-OWNERS = {"Model": Model, "KVCells": KVCells, "llama": engine_module.llama}
+# Each call that changes the bookkeeping; "Decoder._decode" is an interrupted decode (extend's rollback).
+BOOKKEEPING_CALLS = ["Model.fork", "SequenceTable.copy", "SequenceTable.allocate", "Model.truncate",
+                     "SequenceTable.cut", "SequenceTable.release", "Decoder._decode", "KVCells.new", "KVCells.share",
+                     "KVCells.drop", "llama.llama_memory_seq_cp", "llama.llama_memory_seq_rm"]
+OWNERS = {"Model": Model, "SequenceTable": SequenceTable, "Decoder": Decoder, "KVCells": KVCells, "llama": llama_cpp}
 
 
 class Interrupter:

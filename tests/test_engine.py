@@ -210,7 +210,7 @@ def test_fingerprint_and_chat_template(tiny_models, target):
         other.close()
     rendered = target.render_chat([{"role": "user", "content": "hi"}])
     assert rendered == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
-    assert target.is_end_of_generation(target.tokenize("<|im_end|>")[0])
+    assert target.vocab.is_end_of_generation(target.tokenize("<|im_end|>")[0])
     assert target.detokenize(target.tokenize(PROMPT)) == PROMPT
 
 

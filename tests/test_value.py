@@ -73,7 +73,7 @@ def test_collected_features_are_the_targets_hidden_state_at_each_step_end(collec
         for index, sol in enumerate(record["solutions"]):
             tokens = list(prompt)
             for step in sol["steps"]:
-                tokens += model.tokenize(step["text"]) + ([model.eot_token] if step["finish"] == "eog" else [])
+                tokens += model.tokenize(step["text"]) + ([model.vocab.eot_token] if step["finish"] == "eog" else [])
                 if index in (0, 3):  # one solution from the target, one from the draft
                     seq = model.new_sequence(tokens)
                     np.testing.assert_allclose(loaded.features[row], seq.hidden, rtol=2e-3, atol=2e-3)

@@ -26,7 +26,7 @@ def value():
 
 def capture_names(layers: str, n_layer: int) -> tuple[str, ...]:
     """``--layers`` ("13,18,final", or "auto": the middle, two thirds, and the final norm) as graph nodes."""
-    from ..capture import FINAL_NORM, layer_output
+    from ..engine.capture import FINAL_NORM, layer_output
 
     if layers == "auto":
         return layer_output(n_layer // 2), layer_output(2 * n_layer // 3), FINAL_NORM

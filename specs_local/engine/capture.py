@@ -22,7 +22,7 @@ import numpy as np
 import llama_cpp as llama
 from llama_cpp._ctypes_extensions import load_shared_library
 
-from .errors import SpecsError
+from ..errors import SpecsError
 
 _ggml = load_shared_library("ggml-base", pathlib.Path(llama.__file__).parent / "lib")
 _ggml.ggml_get_name.argtypes = [ctypes.c_void_p]

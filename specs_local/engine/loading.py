@@ -1,0 +1,124 @@
+"""Loading: the llama.cpp backend, a GGUF file into a model, and a context over it."""
+from __future__ import annotations
+
+import ctypes
+import os
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import llama_cpp as llama
+
+from ..errors import ModelLoadError, SpecsError
+
+_LOG_TAIL: deque[str] = deque(maxlen=20)
+_backend_ready = False
+
+
+@llama.llama_log_callback
+def _log_to_tail(level, text, _user_data):  # pragma: no cover - called from C
+    # Keep llama.cpp quiet; remember recent messages so that load errors can say why.
+    message = text.decode("utf-8", errors="replace").strip() if text else ""
+    if message:
+        _LOG_TAIL.append(message)
+    if os.environ.get("SPECS_LOCAL_LLAMA_LOG"):
+        print(message, flush=True)
+
+
+def ensure_backend() -> None:
+    global _backend_ready
+    if not _backend_ready:
+        llama.llama_log_set(_log_to_tail, ctypes.c_void_p(0))
+        llama.llama_backend_init()
+        _backend_ready = True
+
+
+def supports_gpu_offload() -> bool:
+    ensure_backend()
+    return bool(llama.llama_supports_gpu_offload())
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    n_ctx: int = 8192
+    n_batch: int = 512
+    n_seq_max: int = 16
+    kv_unified: bool = True
+    n_gpu_layers: int = 0  # -1: all layers
+    main_gpu: int = 0
+    flash_attn: bool | None = None  # None: llama.cpp decides
+    n_threads: int | None = None  # None: all cores
+    embeddings: bool = False  # per-token hidden states (value-head PRMs)
+    # Graph nodes copied out of each decode (see capture.py), e.g. ("l_out-13",):
+    # a sequence's ``hidden`` is then their values at its last token, concatenated.
+    capture: tuple[str, ...] = ()
+
+
+def check_gguf_file(path: Path) -> None:
+    """Fail with one line for a missing file or a file that is not GGUF."""
+    if not path.exists():
+        raise ModelLoadError(f"model file not found: {path}")
+    if not path.is_file():
+        raise ModelLoadError(f"model path is not a file: {path}")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"GGUF":
+        raise ModelLoadError(f"not a GGUF file: {path}")
+
+
+def load_model(path: Path, config: ModelConfig):
+    """The GGUF file's weights (a ``llama_model*``), offloaded as ``config`` asks."""
+    ensure_backend()
+    check_gguf_file(path)
+    params = llama.llama_model_default_params()
+    params.n_gpu_layers = config.n_gpu_layers if config.n_gpu_layers >= 0 else 999
+    params.main_gpu = config.main_gpu
+    _LOG_TAIL.clear()
+    model = llama.llama_model_load_from_file(str(path).encode(), params)
+    if not model:
+        reason = next((m for m in reversed(_LOG_TAIL) if "error" in m.lower() or "fail" in m.lower()), "")
+        detail = f": {reason}" if reason else ""
+        raise ModelLoadError(f"could not load GGUF model {path} (truncated or corrupt?){detail}")
+    return model
+
+
+def new_context(model, path: Path, config: ModelConfig):
+    """A context over ``model`` (a ``llama_context*``) and the activation capture it reports to, if any.
+
+    The caller must hold the capture as long as the context: C keeps only a pointer to its callback."""
+    params = llama.llama_context_default_params()
+    params.n_ctx = config.n_ctx
+    params.n_batch = config.n_batch
+    params.n_ubatch = config.n_batch
+    params.n_seq_max = config.n_seq_max
+    params.kv_unified = config.kv_unified
+    threads = config.n_threads or os.cpu_count() or 1
+    params.n_threads = threads
+    params.n_threads_batch = threads
+    params.no_perf = False  # the token counters are the accounting's ground truth
+    params.flash_attn_type = {
+        None: llama.LLAMA_FLASH_ATTN_TYPE_AUTO,
+        True: llama.LLAMA_FLASH_ATTN_TYPE_ENABLED,
+        False: llama.LLAMA_FLASH_ATTN_TYPE_DISABLED,
+    }[config.flash_attn]
+    if config.embeddings:
+        params.embeddings = True
+        params.pooling_type = llama.LLAMA_POOLING_TYPE_NONE
+    capture = None
+    if config.capture:
+        if config.embeddings:
+            raise SpecsError("a model reads hidden states by embeddings or by capture, not both")
+        from .capture import ActivationCapture
+
+        capture = ActivationCapture(config.capture)
+        params.cb_eval = capture.callback
+        params.cb_eval_user_data = None
+    ctx = llama.llama_init_from_model(model, params)
+    if not ctx:
+        raise ModelLoadError(f"could not create a context for {path} (n_ctx={config.n_ctx}: out of memory?)")
+    return ctx, capture
+
+
+def model_chat_template(model) -> str | None:
+    raw = llama.llama_model_chat_template(model, None)
+    return raw.decode("utf-8", errors="replace") if raw else None
