@@ -7,6 +7,7 @@ models clean for the next problem (no live sequence, no counted cell, and no
 position held in llama.cpp's own memory)."""
 from __future__ import annotations
 
+import collections
 import itertools
 import os
 import signal
@@ -17,9 +18,13 @@ import numpy as np
 import pytest
 
 import llama_cpp
-from specs_local.engine import KVCells, Model
+import specs_local.engine.capture as capture_module
+import specs_local.engine.loading as loading_module
+from specs_local.engine import KVCells, Model, ModelConfig
 from specs_local.engine.batching import Decoder
+from specs_local.engine.capture import layer_output
 from specs_local.engine.sequences import SequenceTable
+from specs_local.sampling import SamplerParams
 from specs_local.search import STRATEGIES, SearchConfig
 from specs_local.solver import EngineOptions, Solver
 
@@ -218,3 +223,99 @@ def test_a_cancel_before_the_first_step_holds(interrupted_solver):
     with pytest.raises(Cancelled):
         next(search)
     assert_clean(interrupted_solver)
+
+
+# -- Ctrl-C while llama.cpp runs Python callbacks -------------------------------------------
+# A signal's handler runs in whatever Python code is executing, and during a decode with
+# activation capture (the probe reward's) that is mostly the capture callback, called from C:
+# ctypes drops the KeyboardInterrupt. The Ctrl-C went unheeded, and the decode lost its captured
+# rows, so the problem was recorded as "no graph node l_out-18". The same held for model loading,
+# which logs through a callback.
+
+CAPTURED = ModelConfig(n_ctx=512, n_threads=1, capture=(layer_output(0),))
+
+
+@pytest.fixture
+def sigint_raises():
+    # Python turns SIGINT into KeyboardInterrupt only if it was not ignored when the
+    # process started, and a shell's background jobs start with it ignored.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def _sigint_now() -> None:
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+class _SigintAtNodeName:
+    """The capture module's ggml bindings, sending SIGINT at the ``at``-th node name read:
+    a Ctrl-C that arrives while the capture callback runs."""
+
+    def __init__(self, real, at: int):
+        self._real, self._at, self.calls = real, at, 0
+
+    def ggml_get_name(self, tensor):
+        self.calls += 1
+        if self.calls == self._at:
+            _sigint_now()
+        return self._real.ggml_get_name(tensor)
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+
+@pytest.mark.parametrize("at", [1, 5, 40])
+def test_ctrl_c_inside_the_capture_callback_stops_the_decode_and_leaves_the_model_clean(
+        tiny_models, monkeypatch, sigint_raises, at):
+    model = Model(tiny_models["target"], CAPTURED)
+    try:
+        tokens = model.tokenize("What is 12 times 7?")
+        with monkeypatch.context() as m:
+            m.setattr(capture_module, "_ggml", _SigintAtNodeName(capture_module._ggml, at))
+            with pytest.raises(KeyboardInterrupt):
+                model.new_sequence(tokens)
+        assert model.live_sequences == [] and model.live_cells == 0 and model.positions_in_memory() == {}
+        seq = model.new_sequence(tokens)  # and the next decode captures as before
+        assert seq.hidden is not None and seq.hidden.shape == (model.n_embd,)
+    finally:
+        model.close()
+
+
+def test_ctrl_c_while_a_model_loads_stops_the_load(tiny_models, monkeypatch, sigint_raises):
+    class SigintOnFirstMessage(collections.deque):
+        def append(self, message):
+            if not self:
+                _sigint_now()
+            super().append(message)
+
+    Model(tiny_models["target"], CAPTURED).close()  # the backend and its log sink are set up
+    monkeypatch.setattr(loading_module, "_LOG_TAIL", SigintOnFirstMessage(maxlen=20))
+    with pytest.raises(KeyboardInterrupt):
+        Model(tiny_models["target"], CAPTURED)
+    monkeypatch.undo()
+    Model(tiny_models["target"], CAPTURED).close()
+
+
+def test_real_sigint_during_captured_decodes_always_stops_them(tiny_models, sigint_raises):
+    """SIGINT from another thread at 12 random moments of decodes with capture: none is lost."""
+    model = Model(tiny_models["target"], CAPTURED)
+    rng = np.random.default_rng(11)
+    try:
+        prompt = model.tokenize("What is 12 times 7?")
+        for _ in range(12):
+            timer = threading.Timer(rng.uniform(0.0, 0.3), _sigint_now)
+            deadline = time.perf_counter() + 20
+            with pytest.raises(KeyboardInterrupt):
+                try:
+                    timer.start()
+                    while time.perf_counter() < deadline:  # far longer than the timer: it must land in here
+                        seqs = model.fork(model.new_sequence(prompt), 3)
+                        model.generate(seqs, SamplerParams(temperature=0.7), rng, max_tokens=24)
+                        model.release_all(model.live_sequences)
+                finally:
+                    timer.join()
+            model.release_all(model.live_sequences)
+            assert model.live_cells == 0 and model.positions_in_memory() == {}
+    finally:
+        model.close()

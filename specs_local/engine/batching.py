@@ -14,6 +14,7 @@ import llama_cpp as llama
 import numpy as np
 
 from ..errors import Cancelled, ContextFullError, SpecsError
+from ..interrupts import deferred
 from .accounting import Usage, evaluated_tokens
 from .scoring import record_scored
 from .sequences import Sequence
@@ -91,11 +92,16 @@ class Decoder:
         if self._capture is not None:
             self._capture.clear()
         t0 = time.perf_counter()
-        status = llama.llama_decode(self._ctx, self._batch)
-        llama.llama_synchronize(self._ctx)
-        usage.decode_seconds += time.perf_counter() - t0
-        usage.decode_calls += 1
-        usage.add_decode(self._batch.n_tokens, live_cells)
+        try:
+            # llama.cpp calls back into Python (capture, logging), and a KeyboardInterrupt raised
+            # there is dropped by ctypes: hold a Ctrl-C until the decode returns.
+            with deferred():
+                status = llama.llama_decode(self._ctx, self._batch)
+                llama.llama_synchronize(self._ctx)
+        finally:
+            usage.decode_seconds += time.perf_counter() - t0
+            usage.decode_calls += 1
+            usage.add_decode(self._batch.n_tokens, live_cells)
         if status == 1:
             raise ContextFullError(f"{self._name}: the KV cache is full (n_ctx={self._n_ctx}); raise --ctx")
         if status != 0:

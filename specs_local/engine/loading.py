@@ -10,6 +10,7 @@ from pathlib import Path
 import llama_cpp as llama
 
 from ..errors import ModelLoadError, SpecsError
+from ..interrupts import deferred
 
 _LOG_TAIL: deque[str] = deque(maxlen=20)
 _backend_ready = False
@@ -28,9 +29,10 @@ def _log_to_tail(level, text, _user_data):  # pragma: no cover - called from C
 def ensure_backend() -> None:
     global _backend_ready
     if not _backend_ready:
-        llama.llama_log_set(_log_to_tail, ctypes.c_void_p(0))
-        llama.llama_backend_init()
-        _backend_ready = True
+        with deferred():  # llama.cpp logs through _log_to_tail from here on (see load_model)
+            llama.llama_log_set(_log_to_tail, ctypes.c_void_p(0))
+            llama.llama_backend_init()
+            _backend_ready = True
 
 
 def supports_gpu_offload() -> bool:
@@ -74,7 +76,16 @@ def load_model(path: Path, config: ModelConfig):
     params.n_gpu_layers = config.n_gpu_layers if config.n_gpu_layers >= 0 else 999
     params.main_gpu = config.main_gpu
     _LOG_TAIL.clear()
-    model = llama.llama_model_load_from_file(str(path).encode(), params)
+    model = None
+    try:
+        # Loading logs through _log_to_tail, and ctypes drops a KeyboardInterrupt raised in a
+        # callback from C: hold a Ctrl-C until the load returns, then free what it made.
+        with deferred():
+            model = llama.llama_model_load_from_file(str(path).encode(), params)
+    except BaseException:
+        if model:
+            llama.llama_model_free(model)
+        raise
     if not model:
         reason = next((m for m in reversed(_LOG_TAIL) if "error" in m.lower() or "fail" in m.lower()), "")
         detail = f": {reason}" if reason else ""
@@ -113,7 +124,14 @@ def new_context(model, path: Path, config: ModelConfig):
         capture = ActivationCapture(config.capture)
         params.cb_eval = capture.callback
         params.cb_eval_user_data = None
-    ctx = llama.llama_init_from_model(model, params)
+    ctx = None
+    try:
+        with deferred():  # as in load_model: it logs, and capture installs a callback
+            ctx = llama.llama_init_from_model(model, params)
+    except BaseException:
+        if ctx:
+            llama.llama_free(ctx)
+        raise
     if not ctx:
         raise ModelLoadError(f"could not create a context for {path} (n_ctx={config.n_ctx}: out of memory?)")
     return ctx, capture
