@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import platform
 import shlex
 import sys
 from pathlib import Path
@@ -168,17 +167,14 @@ def command_line(opts: dict) -> str:
     return shlex.join(words)
 
 
-def machine() -> str:
-    processor = platform.processor() or platform.machine()
-    return f"{platform.node()}, {processor}, {os.cpu_count()} CPUs"
-
-
 def report(table: str, opts: dict, counts: dict[str, int], models: list[str]) -> str:
+    from ..profiling import machine_name  # deferred: it loads the engine
+
     pairs = ", ".join(f"{n} {source}" for source, n in counts.items())
     lines = ["# Reward quality: correct steps against their wrong twins", "", table, "",
              f"- command: `{command_line(opts)}`",
              f"- git revision: {git_revision()}",
-             f"- machine: {machine()}",
+             f"- machine: {machine_name()}",
              f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
              f"- pairs: {pairs} (seed {opts['seed']})"]
     if models:
