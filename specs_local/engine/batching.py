@@ -91,14 +91,12 @@ class Decoder:
             raise Cancelled(f"{self._name}: cancelled")
         if self._capture is not None:
             self._capture.clear()
-        t0 = time.perf_counter()
-        try:
-            # llama.cpp calls back into Python (capture, logging), and a KeyboardInterrupt raised
-            # there is dropped by ctypes: hold a Ctrl-C until the decode returns.
-            with deferred():
-                status = llama.llama_decode(self._ctx, self._batch)
-                llama.llama_synchronize(self._ctx)
-        finally:
+        # llama.cpp calls back into Python (capture, logging), and ctypes drops a KeyboardInterrupt
+        # raised there: hold a Ctrl-C until this decode has run and been counted.
+        with deferred():
+            t0 = time.perf_counter()
+            status = llama.llama_decode(self._ctx, self._batch)
+            llama.llama_synchronize(self._ctx)
             usage.decode_seconds += time.perf_counter() - t0
             usage.decode_calls += 1
             usage.add_decode(self._batch.n_tokens, live_cells)
