@@ -192,10 +192,13 @@ class OutputLog:
     already done. `append` writes one whole line with a single write on an
     O_APPEND descriptor and fsyncs it, so a kill at any moment leaves only complete
     lines. An exclusive lock keeps two runs from appending to the same file.
-    `key` maps a record to its resume key (bench can key on (id, method)).
+    `key` maps a record to its resume key (bench can key on (id, method)). With
+    `retry_errors`, a key whose last record is an error counts as not done: its next
+    record is appended after it and, read back, supersedes it.
     """
 
-    def __init__(self, path: str | os.PathLike, key: Callable[[Record], Any] = record_id):
+    def __init__(self, path: str | os.PathLike, key: Callable[[Record], Any] = record_id, *,
+                 retry_errors: bool = False):
         self.path = Path(path)
         self.key = key
         self.repaired = False  # whether a torn last line was cut away on open
@@ -209,7 +212,9 @@ class OutputLog:
             self._lock()
             if created:
                 _fsync_directory(self.path)
-            self.records: dict[Any, Record] = {key(r): r for r in self._load()}
+            self.records: dict[Any, Record] = {key(r): r for r in self._load()}  # the last record of a key wins
+            if retry_errors:
+                self.records = {k: r for k, r in self.records.items() if "error" not in r}
         except BaseException:
             os.close(self._fd)
             raise
@@ -464,14 +469,16 @@ def write_records(
     progress: bool = True,
     out: TextIO | None = None,
     detail: Callable[[], str] | None = None,
+    retry_errors: bool = False,
 ) -> Summary:
     """Append a record for every problem not yet in `output_path`, as `produce` yields them.
 
     `produce(todo, note)` gets the problems still to do and yields their records, in
     any order. Only this loop writes: each record is appended and fsynced as it
-    arrives, and one whose id is already on disk is dropped, so no id appears twice.
+    arrives, and one whose id is already on disk is dropped, so no id is done twice.
+    With `retry_errors`, problems whose record is an error are done again.
     """
-    with OutputLog(output_path) as log:
+    with OutputLog(output_path, retry_errors=retry_errors) as log:
         todo = [problem for problem in problems if problem.id not in log]
         prior = [log.records[problem.id] for problem in problems if problem.id in log]
         bar = Progress(len(problems), out=out, enabled=progress, prior=prior, detail=detail)
@@ -496,6 +503,7 @@ def run_batch(
     trace: bool = False,
     progress: bool = True,
     out: TextIO | None = None,
+    retry_errors: bool = False,
 ) -> Summary:
     """Solve every problem not yet in `output_path`, appending one record each.
 
@@ -509,4 +517,4 @@ def run_batch(
     def solve_each(todo: list[Problem], note: Note) -> Iterable[Record]:
         return (solve_record(problem, solve, method=method, trace=trace) for problem in todo)
 
-    return write_records(problems, output_path, solve_each, progress=progress, out=out)
+    return write_records(problems, output_path, solve_each, progress=progress, out=out, retry_errors=retry_errors)

@@ -60,14 +60,14 @@ class BenchProgress:
         self.out.flush()
 
 
-def _open_logs(out_dir: Path, methods: list[str]) -> dict[str, OutputLog]:
+def _open_logs(out_dir: Path, methods: list[str], retry_errors: bool = False) -> dict[str, OutputLog]:
     if not methods:
         raise SpecsError("no methods to bench")
     out_dir.mkdir(parents=True, exist_ok=True)
     logs: dict[str, OutputLog] = {}
     try:
         for m in methods:
-            logs[m] = OutputLog(out_dir / f"{m}.jsonl")
+            logs[m] = OutputLog(out_dir / f"{m}.jsonl", retry_errors=retry_errors)
     except BaseException:  # one refused (another run's, or not ours): let go of those already locked
         for log in logs.values():
             log.close()
@@ -80,11 +80,12 @@ def _by_method(logs: dict[str, OutputLog], problems: list[Problem]) -> dict[str,
 
 
 def run_bench(problems: list[Problem], methods: list[str], out_dir: Path, solve, *, progress: bool = True,
-              trace: bool = False, out: TextIO = sys.stderr) -> dict[str, list[dict]]:
+              trace: bool = False, out: TextIO = sys.stderr, retry_errors: bool = False) -> dict[str, list[dict]]:
     """Run every (problem, method) pair not yet on disk; return the records by method.
 
-    ``solve(text, method) -> result dict``; ``trace`` keeps every step in the records."""
-    logs = _open_logs(out_dir, methods)
+    ``solve(text, method) -> result dict``; ``trace`` keeps every step in the records;
+    ``retry_errors`` runs again the pairs whose record is an error."""
+    logs = _open_logs(out_dir, methods, retry_errors)
     bar = BenchProgress(len(problems), methods, out)
     try:
         bar.count_logs(logs)
@@ -112,12 +113,12 @@ def bench_tasks(problems: list[Problem], methods: list[str], logs: dict[str, Out
 
 
 def run_bench_tasks(problems: list[Problem], methods: list[str], out_dir: Path, produce, *, progress: bool = True,
-                    out: TextIO = sys.stderr, detail=None) -> dict[str, list[dict]]:
+                    out: TextIO = sys.stderr, detail=None, retry_errors: bool = False) -> dict[str, list[dict]]:
     """``run_bench`` with the solving handed to ``produce(tasks, note) -> records`` (a Ray cluster).
 
     The records come back in any order; only this loop writes them, each to its
     method's file, and one already on disk is dropped. ``detail()`` adds to the status."""
-    logs = _open_logs(out_dir, methods)
+    logs = _open_logs(out_dir, methods, retry_errors)
     bar = BenchProgress(len(problems), methods, out)
     try:
         bar.count_logs(logs)

@@ -308,23 +308,24 @@ def cluster_records(tasks: Sequence[Task], pool: WorkerPool, *, trace: bool = Fa
 
 
 def run_cluster_batch(problems: Sequence[Problem], output_path, opts: dict, options: ClusterOptions, *,
-                      trace: bool = False, progress: bool = True, out=None) -> Summary:
+                      trace: bool = False, progress: bool = True, out=None, retry_errors: bool = False) -> Summary:
     """``run_batch`` on a Ray cluster: ``opts`` are the search options, as ``build_solver`` takes them."""
     method = opts["method"]
     with worker_pool(opts, options) as pool:
         def produce(todo: list[Problem], note: Note) -> Iterator[Record]:
             return cluster_records([(problem, method) for problem in todo], pool, trace=trace, note=note)
 
-        return write_records(problems, output_path, produce, progress=progress, out=out, detail=pool.describe)
+        return write_records(problems, output_path, produce, progress=progress, out=out, detail=pool.describe,
+                             retry_errors=retry_errors)
 
 
 def run_cluster_bench(problems: list[Problem], methods: list[str], out_dir: Path, opts: dict,
                       options: ClusterOptions, *, trace: bool = False, progress: bool = True,
-                      out=sys.stderr) -> dict[str, list[dict]]:
+                      out=sys.stderr, retry_errors: bool = False) -> dict[str, list[dict]]:
     """``run_bench`` on a Ray cluster: every (problem, method) pair is one task."""
     with worker_pool(opts, options) as pool:
         def produce(tasks: list[Task], note: Note) -> Iterator[Record]:
             return cluster_records(tasks, pool, trace=trace, note=note)
 
         return run_bench_tasks(problems, methods, out_dir, produce, progress=progress, out=out,
-                               detail=pool.describe)
+                               detail=pool.describe, retry_errors=retry_errors)

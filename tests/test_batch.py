@@ -227,6 +227,31 @@ def test_resume_skips_ids_already_done(tmp_path):
     assert calls == [] and (summary.done_now, summary.skipped) == (0, 5)
 
 
+def test_retry_errors_solves_again_only_the_problems_whose_record_is_an_error(tmp_path):
+    problems = read_problems(five_problems(tmp_path))[:3]
+    output = tmp_path / "out.jsonl"
+
+    def failing_on_p2(text):
+        if "2 + 2" in text:
+            raise SpecsError("out of memory")
+        return arithmetic_solve(text)
+
+    batch(problems, output, failing_on_p2)
+    solve, calls = counting(arithmetic_solve)
+    assert batch(problems, output, solve).errors == 1 and calls == []  # an error record counts as done
+
+    summary = batch(problems, output, solve, retry_errors=True)
+    assert calls == ["What is 2 + 2?"]
+    assert (summary.errors, summary.correct, summary.done_now, summary.skipped) == (0, 3, 1, 2)
+    # The error stays on disk as history; the new record comes after it and is the one read back.
+    assert [(r["id"], "error" in r) for r in read_records(output)] == [
+        ("p1", False), ("p2", True), ("p3", False), ("p2", False)]
+    with OutputLog(output) as log:
+        assert "error" not in log.records["p2"] and log.records["p2"]["correct"] is True
+    solve, calls = counting(arithmetic_solve)
+    assert batch(problems, output, solve, retry_errors=True).done_now == 0 and calls == []
+
+
 @pytest.mark.parametrize("torn", ['{"id": "p3", "problem": "What is 3', '{"id": "p3", "probl\n', "\x00\x00\x00"])
 def test_torn_last_line_is_repaired_before_resuming(tmp_path, torn):
     problems = read_problems(five_problems(tmp_path))

@@ -92,3 +92,30 @@ def test_profile_measures_prefill_decode_and_cost_by_depth_and_stores_them(tiny_
         assert all(s >= 0 for s in table.values())
     assert figures["prefill_tps_by_batch"]["512"] < 1e6  # a rate, not a division by ~0
     assert find_profile([tiny_models["draft"]], threads=1, n_gpu_layers=0) == profile
+
+
+def test_retry_errors_runs_again_the_pairs_whose_record_is_an_error(tiny_models, data_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("SPECS_LOCAL_HOME", str(tmp_path / "home"))
+    out = tmp_path / "run"
+    args = ["bench", str(data_dir / "gsm8k.jsonl"), "--limit", "2", "--methods", "greedy-target", "--out", str(out),
+            "--target", str(tiny_models["target"]), "--reward-kind", "calculator", "--max-steps", "2",
+            "--max-step-tokens", "6", "--threads", "1", "--no-progress"]
+    assert CliRunner().invoke(main, args, catch_exceptions=False).exit_code == 0
+    log = out / "greedy-target.jsonl"
+    first, second = [json.loads(line) for line in log.read_text().splitlines()]
+    # a record as a run stopped by the old Ctrl-C defect left it
+    lost = {key: second[key] for key in ("id", "problem", "gold", "method")} | {
+        "answer": None, "correct": False, "error": "target.gguf has no graph node 'l_out-18'"}
+    log.write_text(json.dumps(first) + "\n" + json.dumps(lost) + "\n")
+
+    assert CliRunner().invoke(main, args, catch_exceptions=False).exit_code == 0
+    assert len(log.read_text().splitlines()) == 2  # without the flag the error counts as done
+    assert json.loads((out / "report.json").read_text())["methods"]["greedy-target"]["errors"] == 1
+
+    assert CliRunner().invoke(main, args + ["--retry-errors"], catch_exceptions=False).exit_code == 0
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(r["id"], "error" in r) for r in records] == [
+        (first["id"], False), (second["id"], True), (second["id"], False)]
+    assert records[-1]["answer"] == second["answer"]  # greedy decoding: the same record again
+    assert json.loads((out / "report.json").read_text())["methods"]["greedy-target"]["errors"] == 0
+

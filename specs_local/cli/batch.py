@@ -56,10 +56,11 @@ def cluster_options(ray: str | None, workers: int | None, gpus_per_worker: float
               help="JSONL file of results; rerunning the same command resumes it.")
 @click.option("--trace", is_flag=True, help="Include every step and the full text in each record.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option("--retry-errors", is_flag=True, help="Solve again the problems whose record in OUTPUT is an error.")
 @search_options
 @ray_options
 @handle_interrupt
-def batch(input_path, output_path, trace, progress, ray, workers, gpus_per_worker, **opts):
+def batch(input_path, output_path, trace, progress, retry_errors, ray, workers, gpus_per_worker, **opts):
     """Solve every problem in INPUT (JSONL with id/problem/answer, or one problem per line)."""
     from ..batch import format_summary, read_problems, run_batch
 
@@ -72,9 +73,10 @@ def batch(input_path, output_path, trace, progress, ray, workers, gpus_per_worke
         from ..cluster import run_cluster_batch
 
         summary = run_cluster_batch(problems, output_path, opts, cluster, trace=trace, progress=progress,
-                                    out=sys.stderr)
+                                    out=sys.stderr, retry_errors=retry_errors)
     else:
         solver = build_solver(opts, progress=progress)  # the models load once for the whole file
         summary = run_batch(problems, output_path, lambda text: solver.solve(text).to_dict(),
-                            method=opts["method"], trace=trace, progress=progress, out=sys.stderr)
+                            method=opts["method"], trace=trace, progress=progress, out=sys.stderr,
+                            retry_errors=retry_errors)
     click.echo(format_summary(summary))

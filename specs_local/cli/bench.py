@@ -45,11 +45,12 @@ def model_files(records: dict[str, list[dict]]) -> list[str]:
               help="run-file=profile-file pairs, comma-separated, where a profile's file names differ.")
 @click.option("--trace", is_flag=True, help="Keep every step (source, reward, log-probs, score) in the records.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option("--retry-errors", is_flag=True, help="Run again the (problem, method) pairs whose record is an error.")
 @search_options
 @ray_options
 @handle_interrupt
-def bench(data, methods, out_dir, limit, offset, report_only, predict_on, model_map, trace, progress, ray, workers,
-          gpus_per_worker, **opts):
+def bench(data, methods, out_dir, limit, offset, report_only, predict_on, model_map, trace, progress, retry_errors, ray,
+          workers, gpus_per_worker, **opts):
     """Compare methods on the problems in DATA (JSONL with id/problem/answer), models loaded once."""
     from ..batch import read_problems
     from ..bench import read_records, report, run_bench
@@ -74,7 +75,8 @@ def bench(data, methods, out_dir, limit, offset, report_only, predict_on, model_
     elif cluster is not None:
         from ..cluster import run_cluster_bench, worker_options
 
-        records = run_cluster_bench(problems, method_list, out_dir, opts, cluster, trace=trace, progress=progress)
+        records = run_cluster_bench(problems, method_list, out_dir, opts, cluster, trace=trace, progress=progress,
+                                    retry_errors=retry_errors)
         engine = worker_options(opts, cluster)  # the threads and offload the workers ran with
         files = model_files(records)
         profile = find_profile(files, engine["threads"], engine["n_gpu_layers"]) if files else None
@@ -82,7 +84,7 @@ def bench(data, methods, out_dir, limit, offset, report_only, predict_on, model_
         solver = build_solver(opts, progress=progress)
         records = run_bench(problems, method_list, out_dir,
                             lambda text, method: solver.solve(text, method=method).to_dict(), progress=progress,
-                            trace=trace)
+                            trace=trace, retry_errors=retry_errors)
         files = [m.name for m in solver.models.distinct().values()]
         profile = find_profile(files, opts["threads"], opts["n_gpu_layers"])
     report(records, out_dir, command=command, profile=profile, other_profiles=others, model_map=mapping)
