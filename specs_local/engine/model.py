@@ -241,12 +241,14 @@ class Model:
                 )
 
     def score(self, prefix: Sequence, continuations: list[list[int]]) -> tuple[list[Sequence], list[np.ndarray]]:
-        """See :func:`scoring.score`."""
+        """Per-token log-probs of continuations of ``prefix``, in one prefill over its forks
+        (:func:`scoring.score`); the forks are returned, ready to continue or release."""
         return scoring.score(self, prefix, continuations)
 
     def generate(self, seqs: list[Sequence], params: SamplerParams | list[SamplerParams], rng: np.random.Generator,
                  *, max_tokens: int, stop_at_delimiter: bool = True) -> list[Generation]:
-        """See :func:`generation.generate`."""
+        """One step in each sequence, one batch per decode, up to the delimiter, an end of
+        generation or ``max_tokens`` (:func:`generation.generate`)."""
         return generation.generate(self, seqs, params, rng, max_tokens=max_tokens,
                                    stop_at_delimiter=stop_at_delimiter)
 
