@@ -34,11 +34,11 @@ class Feed(NamedTuple):
 class Decoder:
     """One context's batch, the decodes through it, and the outputs read back."""
 
-    def __init__(self, ctx, *, name: str, n_batch: int, n_vocab: int, n_embd: int, embeddings: bool,
+    def __init__(self, ctx, *, name: str, n_ctx: int, n_batch: int, n_vocab: int, n_embd: int, embeddings: bool,
                  capture: ActivationCapture | None) -> None:
         self._ctx = ctx
         self._name = name
-        self._n_ctx = llama.llama_n_ctx(ctx)
+        self._n_ctx = n_ctx
         self._n_batch = n_batch
         self._n_vocab = n_vocab
         self._n_embd = n_embd

@@ -76,16 +76,7 @@ def load_model(path: Path, config: ModelConfig):
     params.n_gpu_layers = config.n_gpu_layers if config.n_gpu_layers >= 0 else 999
     params.main_gpu = config.main_gpu
     _LOG_TAIL.clear()
-    model = None
-    try:
-        # Loading logs through _log_to_tail, and ctypes drops a KeyboardInterrupt raised in a
-        # callback from C: hold a Ctrl-C until the load returns, then free what it made.
-        with deferred():
-            model = llama.llama_model_load_from_file(str(path).encode(), params)
-    except BaseException:
-        if model:
-            llama.llama_model_free(model)
-        raise
+    model = _make_holding_ctrl_c(llama.llama_model_load_from_file, llama.llama_model_free, str(path).encode(), params)
     if not model:
         reason = next((m for m in reversed(_LOG_TAIL) if "error" in m.lower() or "fail" in m.lower()), "")
         detail = f": {reason}" if reason else ""
@@ -124,17 +115,25 @@ def new_context(model, path: Path, config: ModelConfig):
         capture = ActivationCapture(config.capture)
         params.cb_eval = capture.callback
         params.cb_eval_user_data = None
-    ctx = None
-    try:
-        with deferred():  # as in load_model: it logs, and capture installs a callback
-            ctx = llama.llama_init_from_model(model, params)
-    except BaseException:
-        if ctx:
-            llama.llama_free(ctx)
-        raise
+    ctx = _make_holding_ctrl_c(llama.llama_init_from_model, llama.llama_free, model, params)
     if not ctx:
         raise ModelLoadError(f"could not create a context for {path} (n_ctx={config.n_ctx}: out of memory?)")
     return ctx, capture
+
+
+def _make_holding_ctrl_c(make, free, *args):
+    """``make(*args)`` for a C object, with a Ctrl-C held until it returns: it logs through
+    _log_to_tail, and ctypes drops a KeyboardInterrupt raised in a callback from C. A held
+    Ctrl-C is raised once it returns, after ``free`` has released what it made."""
+    made = None
+    try:
+        with deferred():
+            made = make(*args)
+    except BaseException:
+        if made:
+            free(made)
+        raise
+    return made
 
 
 def model_chat_template(model) -> str | None:

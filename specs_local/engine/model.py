@@ -38,8 +38,9 @@ class Model:
             self.n_batch = llama.llama_n_batch(self._ctx)
             self.n_embd = llama.llama_model_n_embd(self._model)
             self.n_layer = llama.llama_model_n_layer(self._model)
-            self._decoder = Decoder(self._ctx, name=self.name, n_batch=self.n_batch, n_vocab=self.n_vocab,
-                                    n_embd=self.n_embd, embeddings=config.embeddings, capture=self._capture)
+            self._decoder = Decoder(self._ctx, name=self.name, n_ctx=self.n_ctx, n_batch=self.n_batch,
+                                    n_vocab=self.n_vocab, n_embd=self.n_embd, embeddings=config.embeddings,
+                                    capture=self._capture)
         except BaseException:
             self.close()
             raise
