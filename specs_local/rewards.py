@@ -27,7 +27,7 @@ from .calculator import NEUTRAL, REWARD_FALSE, check_step
 from .engine import Model, Sequence
 from .errors import SpecsError
 from .presets import REWARD_KINDS
-from .probe import SOLUTION_LOGPROB
+from .probe import SOLUTION_LOGPROB, ProbeHead
 from .sampling import softmax
 
 SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -408,14 +408,18 @@ def make_probe(target: Model, head) -> ProbeReward:
     return ProbeReward(target, head)
 
 
-def load_probe_head(path: str | Path, target: Model):
+def probe_head(head: str | Path | ProbeHead) -> ProbeHead:
+    """A probe head, loaded from its file unless it already is one: callers that need
+    its captured nodes before loading the target read the file once and pass the head on."""
+    return head if isinstance(head, ProbeHead) else ProbeHead.load(head)
+
+
+def load_probe_head(head: str | Path | ProbeHead, target: Model) -> ProbeHead:
     """A probe head checked against the target it will read: same vocabulary and
     the same hidden-state layout (the target must capture the head's nodes)."""
-    from .probe import ProbeHead
-
     from .presets import known_sha256
 
-    head = ProbeHead.load(path)
+    head = probe_head(head)
     head.require("target_vocab", target.vocab_fingerprint)
     head.require("target_sha256", known_sha256(target.path))
     head.require("capture", list(target.config.capture), what="target's captured layers")
@@ -423,7 +427,7 @@ def load_probe_head(path: str | Path, target: Model):
 
 
 def make_reward(kind: str, *, target: Model, reward_model: Model | None = None,
-                value_head: str | Path | None = None, template: dict | None = None):
+                value_head: str | Path | ProbeHead | None = None, template: dict | None = None):
     """Build a reward of ``kind`` on the given models (reward_model defaults to the target).
 
     ``template`` holds prompt settings (a preset's ``[reward.template]``), passed

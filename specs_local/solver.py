@@ -15,7 +15,8 @@ from typing import Callable, Iterator
 from .engine import Model, ModelConfig
 from .errors import HeadMismatchError, SpecsError
 from .interrupts import deferred
-from .rewards import make_reward
+from .probe import ProbeHead
+from .rewards import make_reward, probe_head
 from .search import Models, SearchConfig, SearchResult, Step, run, strategy
 
 
@@ -38,13 +39,6 @@ def sequences_needed(config: SearchConfig) -> int:
     return max(8, 2 * config.n + 4)
 
 
-def probe_capture(head_path: str | Path) -> tuple[str, ...]:
-    """The target nodes a probe head reads, so the target is loaded to capture them."""
-    from .probe import ProbeHead
-
-    return tuple(ProbeHead.load(head_path).provenance.get("capture") or ())
-
-
 @dataclass
 class Solver:
     models: Models
@@ -58,14 +52,17 @@ class Solver:
 
     @classmethod
     def from_paths(cls, target: str | Path, draft: str | Path | None = None, *, reward: str | Path | None = None,
-                   reward_kind: str = "calculator+self", value_head: str | Path | None = None,
+                   reward_kind: str = "calculator+self", value_head: str | Path | ProbeHead | None = None,
                    reward_template: dict | None = None, config: SearchConfig = SearchConfig(),
                    method: str = "specs", engine: EngineOptions = EngineOptions()) -> "Solver":
         """Load the models from GGUF files (the reward model defaults to the target).
         ``reward_template``: the reward's prompt settings (see rewards.make_reward)."""
         strategy(method)  # fail on an unknown method before loading anything
         n_seq = sequences_needed(config)
-        capture = probe_capture(value_head) if reward_kind.endswith("probe") and value_head else ()
+        capture = ()
+        if reward_kind.endswith("probe") and value_head:  # read once: its nodes decide how the target loads
+            value_head = probe_head(value_head)
+            capture = value_head.capture
         loaded: list[Model] = []
         try:
             target_model = Model(target, engine.model_config(n_seq, capture=capture))

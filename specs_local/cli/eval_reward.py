@@ -81,7 +81,7 @@ def load_models(kinds: list[str], opts: dict):
     calculator alone. Specs resolve like the other commands: path, preset role or hf:..."""
     from ..engine import Model, ModelConfig
     from ..presets import load_preset, resolve, value_head_path
-    from ..solver import probe_capture
+    from ..rewards import probe_head
 
     bases = {reward_base(kind) for kind in kinds} - {""}
     if not bases:
@@ -100,7 +100,8 @@ def load_models(kinds: list[str], opts: dict):
         value_head = value_head or load_preset(preset).roles["reward"].probe_head
         if value_head is None:
             raise FlagError("--value-head", f"a probe needs its head; preset {preset!r} ships none")
-        capture = probe_capture(value_head)
+        value_head = probe_head(value_head)  # read once: its nodes decide how the target loads
+        capture = value_head.capture
     if bases & set(MODEL_REWARDS):
         manifest = load_preset(preset)
         if opts["reward"]:

@@ -121,6 +121,11 @@ class ProbeHead:
                    list(meta.get("feature_names", [])), dict(meta.get("provenance") or {}), str(path),
                    [str(n) for n in scalar_names], scalar_weights)
 
+    @property
+    def capture(self) -> tuple[str, ...]:
+        """The target nodes this head reads, so the target is loaded to capture them."""
+        return tuple(self.provenance.get("capture") or ())
+
     def require(self, key: str, value, what: str = "target") -> None:
         """Raise a one-line SpecsError unless provenance[key] == value."""
         if key not in self.provenance:
