@@ -92,6 +92,16 @@ def test_the_rendered_length_is_bounded():
         render("{% for m in messages %}{{ m.content }}{% endfor %}", messages=[{"content": "abcdef"}] * 2, max_chars=10)
 
 
+def test_each_render_has_its_own_budget_and_name_though_the_template_is_compiled_once():
+    # The compiled template is shared between renders; the range() budget and the model's name are not.
+    loop = "{% for j in range(3) %}{% for i in range(300) %}{% endfor %}{% endfor %}{{ messages|length }}"
+    assert render(loop, max_chars=1000) == "1"
+    assert render(loop, max_chars=1000) == "1"  # a budget spent by the first render would refuse this one
+    with pytest.raises(SpecsError, match=r"^chat template of other\.gguf loops over more than 500 range"):
+        render_template(loop, name="other.gguf", messages=[], add_generation_prompt=True, bos_token="",
+                        eos_token="", max_chars=500)
+
+
 def test_raise_exception_and_template_errors_are_one_line_specs_errors():
     with pytest.raises(SpecsError, match=r"^chat template of evil\.gguf: no system$"):
         render("{{ raise_exception('no system') }}")
