@@ -20,12 +20,12 @@ from __future__ import annotations
 
 from .head import FORMAT, SOLUTION_LOGPROB, ProbeHead, check_provenance
 from .logistic import (balanced_weights, fit_logistic, fit_logistic_path, fit_platt, fit_standardizer,
-                       logistic_gradient, sigmoid, standardize)
+                       sigmoid, standardize)
 from .metrics import (balanced_log_loss, brier, grouped_folds, log_loss, pairwise_accuracy, reliability_table,
                       roc_auc)
 from .training import DEFAULT_L2_GRID, DEFAULT_SCALAR_GRID, choose_l2, train_head
 
 __all__ = ["DEFAULT_L2_GRID", "DEFAULT_SCALAR_GRID", "FORMAT", "SOLUTION_LOGPROB", "ProbeHead", "balanced_log_loss",
            "balanced_weights", "brier", "check_provenance", "choose_l2", "fit_logistic", "fit_logistic_path",
-           "fit_platt", "fit_standardizer", "grouped_folds", "log_loss", "logistic_gradient", "pairwise_accuracy",
+           "fit_platt", "fit_standardizer", "grouped_folds", "log_loss", "pairwise_accuracy",
            "reliability_table", "roc_auc", "sigmoid", "standardize", "train_head"]

@@ -297,13 +297,6 @@ def fit_logistic(X, y, l2, sample_weight=None, *, tol=1e-6, max_iter=100) -> tup
     return fit_logistic_path(X, y, [l2], sample_weight, tol=tol, max_iter=max_iter)[0]
 
 
-def logistic_gradient(X, y, w, b, l2, sample_weight=None) -> np.ndarray:
-    """Gradient of ``fit_logistic``'s objective, (d+1,) with the intercept last (for checks)."""
-    X, t, s = _prepare(np.asarray(X, dtype=np.float64), y, sample_weight)
-    r = s * (sigmoid(X @ w + b) - t)
-    return np.concatenate([X.T @ r + l2 * np.asarray(w), [r.sum()]])
-
-
 def fit_platt(z, y) -> tuple[float, float]:
     """(a, c) so that sigmoid(a*z + c) is calibrated, fitted unweighted on
     held-out decision values so it carries the real base rate. Platt's smoothed
