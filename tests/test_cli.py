@@ -89,6 +89,18 @@ def test_bad_input_is_one_line_and_nonzero(args, message, models_args):
     assert "Traceback" not in result.output
 
 
+def test_gpu_offload_asked_of_a_build_without_it_warns(models_args):
+    from specs_local.engine import supports_gpu_offload
+
+    result = CliRunner().invoke(main, ["solve", "What is 2 plus 3?", "--n-gpu-layers", "-1", *FAST,
+                                       *models_args])
+    assert result.exit_code == 0, result.output
+    warned = "cannot offload to a GPU; --n-gpu-layers -1 runs on the CPU" in result.stderr
+    assert warned == (not supports_gpu_offload())  # CI's CPU build warns; a CUDA or Metal build must not
+    assert "cannot offload" not in CliRunner().invoke(main, ["solve", "What is 2 plus 3?", *FAST,
+                                                             *models_args]).stderr
+
+
 def test_a_corrupt_model_file_is_one_line(tmp_path, tiny_models):
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(tiny_models["target"].read_bytes()[:5000])

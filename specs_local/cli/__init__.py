@@ -93,13 +93,31 @@ def search_options(func):
         click.option("--reward", default=None, help="Reward model: a GGUF path, a preset role, or hf:REPO/FILE."),
         click.option("--reward-kind", type=click.Choice(list(REWARD_KINDS)), default=None),
         click.option("--value-head", type=click.Path(dir_okay=False), default=None, help="The head .npz of a value-head PRM, or of a probe (`value train`; default: the preset's own)."),
-        click.option("--n-gpu-layers", type=int, default=0, show_default=True, help="Layers to offload (-1: all)."),
+        gpu_layers_option(),
         click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads (default: all cores)."),
         click.option("--ctx", type=click.IntRange(256), default=8192, show_default=True, help="Context size per model."),
     ]
     for option in reversed(options):
         func = option(func)
     return func
+
+
+def _warn_without_offload(ctx, param, layers: int) -> int:
+    # llama.cpp ignores the layer count on a build without GPU support, so a user who
+    # asked for offload would otherwise wonder why it is slow.
+    if layers:
+        from ..engine import supports_gpu_offload  # deferred: it loads llama.cpp
+
+        if not supports_gpu_offload():
+            click.echo(f"warning: this llama-cpp-python build cannot offload to a GPU; --n-gpu-layers {layers} "
+                       "runs on the CPU here (README, \"GPU offload\", says how to build it with CUDA)", err=True)
+    return layers
+
+
+def gpu_layers_option():
+    """--n-gpu-layers, warning where this build would ignore it."""
+    return click.option("--n-gpu-layers", type=int, default=0, show_default=True, callback=_warn_without_offload,
+                        help="Layers to offload (-1: all).")
 
 
 SEARCH_KEYS = ("n", "beam_width", "temperature", "beta", "tau_reject", "tau_switch", "greedy_candidate", "rsd_delta",

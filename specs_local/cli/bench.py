@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import SpecsError
-from . import build_solver, handle_interrupt, search_options
+from . import build_solver, gpu_layers_option, handle_interrupt, search_options
 from .batch import InputError, cluster_options, ray_options
 
 DEFAULT_METHODS = "specs,beam-target,greedy-target"
@@ -99,7 +99,7 @@ def bench(data, methods, out_dir, limit, offset, report_only, predict_on, model_
 @click.option("--batches", default="1,2,4,8,16", show_default=True)
 @click.option("--repeats", type=click.IntRange(1), default=3, show_default=True)
 @click.option("--threads", type=click.IntRange(1), default=None)
-@click.option("--n-gpu-layers", type=int, default=0, show_default=True)
+@gpu_layers_option()
 @click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the profile JSON here.")
 def profile(preset, models, batches, repeats, threads, n_gpu_layers, out_file):

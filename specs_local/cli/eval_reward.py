@@ -18,7 +18,7 @@ import click
 
 from ..presets import REWARD_KINDS
 from ..report import git_revision
-from . import handle_interrupt
+from . import gpu_layers_option, handle_interrupt
 
 SOURCES = ("gsm8k", "math500")
 DEFAULT_KINDS = "calculator,self,verifier,calculator+self"
@@ -198,7 +198,7 @@ def report(table: str, opts: dict, counts: dict[str, int], models: list[str]) ->
               help="The head .npz of a value-head PRM or a probe (default: the preset's probe head).")
 @click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads (default: all cores).")
 @click.option("--ctx", type=click.IntRange(256), default=8192, show_default=True, help="Context size per model.")
-@click.option("--n-gpu-layers", type=int, default=0, show_default=True, help="Layers to offload (-1: all).")
+@gpu_layers_option()
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the table, command, git revision, machine and date to this markdown file.")
 @handle_interrupt
