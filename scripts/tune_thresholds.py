@@ -30,18 +30,6 @@ from specs_local.probe_train import predict_rows, validation_mask
 BETAS = (2.0, 5.0, 10.0, 20.0)
 
 
-def step_logprobs(path) -> tuple[np.ndarray, np.ndarray]:
-    """Per collected step, in load_collection's row order: the target's and the policy's mean log-prob."""
-    target, policy = [], []
-    for line in open(path, encoding="utf-8"):
-        record = json.loads(line)
-        for sol in record["solutions"]:
-            for step in sol["steps"]:
-                target.append(step["target_logprob"])
-                policy.append(step["policy_logprob"])
-    return np.array(target), np.array(policy)
-
-
 def threshold(beta: float, tau: float, accepted, label, n: int) -> dict:
     """What passing the draft steps ``accepted`` at (beta, tau) gives."""
     rate = float(accepted.mean())
@@ -74,7 +62,8 @@ def most_selective(log_ratio, reward, label, n: int, min_accepted: int = 20) -> 
     best = None
     for beta in BETAS:
         score = log_ratio + beta * reward
-        tau = float(np.sort(score)[-min_accepted - 1])  # the top min_accepted pass
+        passing = min(min_accepted, len(score) - 1)  # a small collection: all but the lowest
+        tau = float(np.sort(score)[-passing - 1])  # the top `passing` pass
         accepted = score > tau
         if not accepted.any():
             continue
@@ -97,8 +86,13 @@ def main(argv=None) -> int:
     split = head.provenance.get("split", {"val_fraction": 0.2, "seed": 0})
     val = validation_mask(collection.groups, split["val_fraction"], split["seed"])
     reward = predict_rows(head, collection)
-    target_lp, policy_lp = step_logprobs(args.collection)
+    # from the collection's own rows: the file itself may hold retried or error records too
+    target_lp, policy_lp = collection.scalars["target_logprob"], collection.scalars["policy_logprob"]
     draft, target = val & (collection.source == "draft"), val & (collection.source == "target")
+    if draft.sum() < 2 or not target.any():
+        print(f"{args.collection}: its validation problems hold {draft.sum()} draft and {target.sum()} target "
+              "steps; tuning needs both (collect with a draft, on more problems)", file=sys.stderr)
+        return 1
     target_rate = float(collection.labels[target].mean())
     log_ratio = target_lp[draft] - policy_lp[draft]
     found = tune(log_ratio, reward[draft], collection.labels[draft], target_rate, args.n)
@@ -106,6 +100,10 @@ def main(argv=None) -> int:
         print("no threshold makes accepted drafts as good as the target's steps: "
               "keeping the most selective one", file=sys.stderr)
         found = most_selective(log_ratio, reward[draft], collection.labels[draft], args.n)
+        if found is None:
+            print(f"{args.collection}: every validation draft step scores the same (log-ratio plus beta times "
+                  "reward), so no threshold separates them", file=sys.stderr)
+            return 1
     found["bar_met"] = found["accepted_precision"] >= target_rate
     median_ratio = float(np.median(log_ratio))
     found["tau_switch"] = round(float(np.clip((found["tau_reject"] - median_ratio) / found["beta"], 0.05, 0.95)), 3)

@@ -256,6 +256,7 @@ def load_collection(out: Path) -> Collection:
     matrix = raw[: len(raw) // width * width].reshape(-1, width)
     rows, labels, groups, solutions, steps, sources, mc, prefixes = [], [], [], [], [], [], [], []
     solution_logprob = []  # the target's mean log-prob per token over the solution up to each step
+    step_logprob = {"target_logprob": [], "policy_logprob": []}  # each step's own mean log-prob, by model
     solution_id = 0
     for record in records:
         at = record["features"]["offset"]
@@ -266,6 +267,8 @@ def load_collection(out: Path) -> Collection:
                 logprob_sum += step["target_logprob"] * step["tokens"]
                 tokens += step["tokens"]
                 solution_logprob.append(logprob_sum / tokens if tokens else 0.0)
+                for key, values in step_logprob.items():
+                    values.append(step[key])
                 rows.append(at)
                 labels.append(1 if sol["correct"] else 0)
                 groups.append(record["id"])
@@ -281,4 +284,5 @@ def load_collection(out: Path) -> Collection:
         raise SpecsError(f"{features_path} is shorter than its records say")
     return Collection(matrix[rows].astype(np.float32), np.array(labels), np.array(groups), np.array(solutions),
                       np.array(steps), np.array(sources), meta, np.array(mc, dtype=np.float64), np.array(prefixes),
-                      {SOLUTION_LOGPROB: np.array(solution_logprob, dtype=np.float64)})
+                      {SOLUTION_LOGPROB: np.array(solution_logprob, dtype=np.float64),
+                       **{key: np.array(values, dtype=np.float64) for key, values in step_logprob.items()}})

@@ -58,6 +58,8 @@ def test_collect_labels_every_step_with_its_solutions_outcome(collection):
     n = np.array([s["tokens"] for s in sol["steps"]])
     rows = loaded.solutions == loaded.solutions[loaded.groups == records[0]["id"]][0] + 3
     np.testing.assert_allclose(loaded.scalars["solution_logprob"][rows], np.cumsum(lp * n) / np.cumsum(n))
+    np.testing.assert_allclose(loaded.scalars["target_logprob"][rows], lp)  # and each step's own, by model
+    np.testing.assert_allclose(loaded.scalars["policy_logprob"][rows], [s["policy_logprob"] for s in sol["steps"]])
 
 
 def test_collected_features_are_the_targets_hidden_state_at_each_step_end(collection, tiny_models):
@@ -313,3 +315,16 @@ def test_thresholds_let_through_only_drafts_as_good_as_the_targets_steps():
     strict = _load_script("tune_thresholds").most_selective(log_ratio, reward, label.astype(int), n=4)
     passed = log_ratio + strict["beta"] * reward > strict["tau_reject"]
     assert passed.sum() == 20 and strict["accepted_precision"] == pytest.approx(label[passed].mean()) == 1.0
+
+
+def test_tune_thresholds_says_in_one_line_when_no_threshold_can_be_chosen(collection, head_file, tmp_path, capsys):
+    from conftest import _load_script
+
+    # The tiny draft and target agree and the tiny head scores every step alike: nothing separates the drafts.
+    _, out = collection
+    found = tmp_path / "thresholds.json"
+    assert _load_script("tune_thresholds").main([str(out), str(head_file), "--out", str(found)]) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.endswith("every validation draft step scores the same (log-ratio plus beta times reward), "
+                         "so no threshold separates them")
+    assert not found.exists()
