@@ -10,7 +10,8 @@
 `load` reports requests/s, p50/p95 latency, p50/p95 time to the first step, the 503
 count and the errors. `overhead` reports the median latency of each side and their
 ratio minus one (the server's overhead as a share of the search time), and the
-median of each request's latency minus the search time the server measured.
+median of each request's latency minus the search time the server measured. Which
+side runs a problem first alternates from one problem to the next.
 """
 from __future__ import annotations
 
@@ -127,14 +128,25 @@ def overhead(args) -> dict:
     model = client.models.list().data[0].id
     local, remote, inside, same = [], [], [], True
     try:
-        for i, problem in enumerate(problems[:args.warmup] + problems):  # warm-up runs are not counted
+        def run_local(i, problem):
             t0 = time.perf_counter()
-            result = solver.solve(problem, seed=i)
-            t_local = time.perf_counter() - t0
+            return solver.solve(problem, seed=i), time.perf_counter() - t0
+
+        def run_remote(i, problem):
             t0 = time.perf_counter()
             response = client.chat.completions.create(model=model, seed=i,
                                                       messages=[{"role": "user", "content": problem}])
-            t_remote = time.perf_counter() - t0
+            return response, time.perf_counter() - t0
+
+        for i, problem in enumerate(problems[:args.warmup] + problems):  # warm-up runs are not counted
+            # The side that goes first alternates, so a drift of the machine within a pair
+            # (or a cost of going second) falls on both sides equally.
+            if i % 2 == 0:
+                result, t_local = run_local(i, problem)
+                response, t_remote = run_remote(i, problem)
+            else:
+                response, t_remote = run_remote(i, problem)
+                result, t_local = run_local(i, problem)
             if i < args.warmup:
                 continue
             local.append(t_local)
@@ -147,8 +159,11 @@ def overhead(args) -> dict:
         solver.close()
     local_median, remote_median = statistics.median(local), statistics.median(remote)
     ratio = remote_median / local_median - 1
+    pair_ratio = statistics.median(r / l for r, l in zip(remote, local)) - 1
     return {"problems": len(local), "in_process_median_s": round(local_median, 4),
             "server_median_s": round(remote_median, 4), "overhead_ratio": round(ratio, 4),
+            "per_problem_overhead_median": round(pair_ratio, 4),
+            "per_problem_s": [[round(l, 4), round(r, 4)] for l, r in zip(local, remote)],
             "outside_search_median_s": round(statistics.median(inside), 4), "same_texts": same,
             "budget": args.budget, "within_budget": ratio < args.budget}
 

@@ -461,6 +461,10 @@ def test_the_load_script_measures_the_overhead_against_an_in_process_loop(tiny_m
     assert report["in_process_median_s"] > 0 and report["server_median_s"] > 0
     assert report["overhead_ratio"] == pytest.approx(report["server_median_s"] / report["in_process_median_s"] - 1,
                                                      abs=0.01)
+    pairs = report["per_problem_s"]
+    assert len(pairs) == 3 and all(local > 0 and remote > 0 for local, remote in pairs)
+    assert report["per_problem_overhead_median"] == pytest.approx(
+        sorted(remote / local for local, remote in pairs)[1] - 1, abs=0.05)
 
 
 # -- the real pair ------------------------------------------------------------------
