@@ -13,12 +13,15 @@ would feed anyway). Each step's label is whether its solution ends correct
 Output: a JSONL log of one record per problem (resumable, as `batch`'s) and a
 features file of float16 rows that the records point into, plus a
 ``.meta.json`` that says what the rows are (target file, layers, width).
+``replay`` reads the rows again from the records' texts alone (other layers, or a
+features file that was not kept).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -203,44 +206,104 @@ class MonteCarlo:
         return self.rollouts > 0 and position % self.every == 0
 
 
-def collect(problems: list[Problem], out: Path, *, target: Model, draft: Model | None, k: int,
-            config: SearchConfig, meta: dict, on_record=None, mc: MonteCarlo = MonteCarlo()) -> None:
-    """Collect every problem not yet in ``out``; one durable record each."""
-    unlabelled = [p.id for p in problems if p.error is not None or p.gold is None]
-    if unlabelled:
-        raise SpecsError(f"{len(unlabelled)} problems have no usable answer to label by (first: {unlabelled[0]!r})")
+@contextmanager
+def collection_writer(out: Path, meta: dict):
+    """The log of ``out`` and its features file, opened to append (resuming what is done)."""
     features_path, meta_path = output_paths(out)
     open_meta(meta_path, meta)
     with OutputLog(out) as log:
         done_rows = sum(r["features"]["rows"] for r in log.records.values())
         features = FeatureFile(features_path, meta["width"], done_rows)
         try:
-            for position, problem in enumerate(problems):
-                if problem.id in log:
-                    continue
-                rng = np.random.default_rng([config.seed, int(hashlib.sha256(problem.id.encode()).hexdigest()[:8], 16)])
-                by_source = {}
-                for source in SOURCES:
-                    policy = target if source == "target" else draft
-                    if policy is not None:
-                        by_source[source] = sample_solutions(target, policy, problem.text, k, config, rng)
-                rows = np.stack([h for sols in by_source.values() for s in sols for h in s["hidden"]])
-                offset = features.append(rows)
-                for sols in by_source.values():
-                    for s in sols:
-                        del s["hidden"]
-                record = problem_record(problem, by_source, offset, "collect")
-                if mc.wanted(position):
-                    for sol in record["solutions"]:
-                        values = monte_carlo_values(target, problem, sol["steps"], sol["correct"] is True,
-                                                    first=mc.steps, k=mc.rollouts, config=config, rng=rng)
-                        for step, value in zip(sol["steps"], values):
-                            step["mc"], step["mc_k"] = value, mc.rollouts
-                log.append(record)
-                if on_record is not None:
-                    on_record(record)
+            yield log, features
         finally:
             features.close()
+
+
+def collect(problems: list[Problem], out: Path, *, target: Model, draft: Model | None, k: int,
+            config: SearchConfig, meta: dict, on_record=None, mc: MonteCarlo = MonteCarlo()) -> None:
+    """Collect every problem not yet in ``out``; one durable record each."""
+    unlabelled = [p.id for p in problems if p.error is not None or p.gold is None]
+    if unlabelled:
+        raise SpecsError(f"{len(unlabelled)} problems have no usable answer to label by (first: {unlabelled[0]!r})")
+    with collection_writer(out, meta) as (log, features):
+        for position, problem in enumerate(problems):
+            if problem.id in log:
+                continue
+            rng = np.random.default_rng([config.seed, int(hashlib.sha256(problem.id.encode()).hexdigest()[:8], 16)])
+            by_source = {}
+            for source in SOURCES:
+                policy = target if source == "target" else draft
+                if policy is not None:
+                    by_source[source] = sample_solutions(target, policy, problem.text, k, config, rng)
+            rows = np.stack([h for sols in by_source.values() for s in sols for h in s["hidden"]])
+            offset = features.append(rows)
+            for sols in by_source.values():
+                for s in sols:
+                    del s["hidden"]
+            record = problem_record(problem, by_source, offset, "collect")
+            if mc.wanted(position):
+                for sol in record["solutions"]:
+                    values = monte_carlo_values(target, problem, sol["steps"], sol["correct"] is True,
+                                                first=mc.steps, k=mc.rollouts, config=config, rng=rng)
+                    for step, value in zip(sol["steps"], values):
+                        step["mc"], step["mc_k"] = value, mc.rollouts
+            log.append(record)
+            if on_record is not None:
+                on_record(record)
+
+
+def step_tokens(target: Model, step: dict) -> list[int]:
+    """The tokens a recorded step was evaluated as: its text, and the end-of-turn
+    token that ended the solution (the collection fed it too)."""
+    return target.tokenize(step["text"]) + ([target.vocab.eot_token] if step["finish"] == "eog" else [])
+
+
+def replay_solutions(target: Model, problem: str, solutions: list[dict], config: SearchConfig) -> list[list[np.ndarray]]:
+    """The target's hidden state after each recorded step of each solution, by
+    feeding the steps' text again: one fork per solution, one batch per step."""
+    head = start(target, problem, config)
+    seqs: list[Sequence] = []
+    try:
+        seqs = target.fork(head, len(solutions))
+        hidden: list[list[np.ndarray]] = [[] for _ in solutions]
+        for index in range(max(len(s["steps"]) for s in solutions)):
+            active = [i for i, s in enumerate(solutions) if index < len(s["steps"])]
+            work = [(seqs[i], step_tokens(target, solutions[i]["steps"][index])) for i in active]
+            fed = [(seq, tokens) for seq, tokens in work if tokens]
+            if fed:
+                target.extend(fed, kind="scored")
+            for i in active:  # an empty step leaves the state where the last one did
+                hidden[i].append(seqs[i].hidden)
+    finally:
+        target.release_all(seqs + [head])
+    return hidden
+
+
+def replay(records: list[dict], out: Path, *, target: Model, config: SearchConfig, meta: dict, batch: int,
+           on_record=None) -> int:
+    """Write ``records`` (of another collection) to ``out`` with the target's hidden
+    states read anew at each step's last token, ``batch`` solutions at a time: for
+    other layers, or for a features file that was not kept. Nothing is sampled; texts,
+    labels and log-probs are copied. Returns the steps whose text tokenized to another
+    length than was sampled (their rows are near, not equal, to the original ones)."""
+    retokenized = 0
+    with collection_writer(out, meta) as (log, features):
+        for record in records:
+            if record["id"] in log:
+                continue
+            sols = record["solutions"]
+            rows = [h for at in range(0, len(sols), batch)
+                    for per_solution in replay_solutions(target, record["problem"], sols[at:at + batch], config)
+                    for h in per_solution]
+            retokenized += sum(len(step_tokens(target, step)) != step["tokens"]
+                               for sol in sols for step in sol["steps"])
+            offset = features.append(np.stack(rows))
+            record = {**record, "method": "replay", "features": {"offset": offset, "rows": len(rows)}}
+            log.append(record)
+            if on_record is not None:
+                on_record(record)
+    return retokenized
 
 
 def load_collection(out: Path) -> Collection:

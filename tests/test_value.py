@@ -106,6 +106,57 @@ def test_collect_resumes_after_a_kill_without_losing_or_repeating(tiny_models, t
         s["steps"] for line in collection[1].read_text().splitlines() for s in json.loads(line)["solutions"]]
 
 
+def replay_args(tiny_models, source, out, *extra):
+    return ["value", "replay", str(source), "-o", str(out), "--target", str(tiny_models["boxed"]),
+            "--threads", "1", "--ctx", "2048", "--no-progress", *extra]
+
+
+def test_replay_reads_the_same_features_again_from_the_texts_alone(collection, tiny_models, tmp_path):
+    """A collection whose features file is gone is rebuilt from its JSONL: the
+    same rows (to float16 and batch rounding), the same records, in two runs that
+    resume one another, and other layers on request."""
+    _, source = collection
+    kept = tmp_path / "source.jsonl"  # the source without its features file
+    kept.write_bytes(source.read_bytes())
+    output_paths(kept)[1].write_bytes(output_paths(source)[1].read_bytes())
+    out = tmp_path / "replayed.jsonl"
+    first = CliRunner().invoke(main, replay_args(tiny_models, kept, out, "--layers", "final", "--limit", "3"))
+    assert first.exit_code == 0, first.output
+    assert out.read_bytes().count(b"\n") == 3
+    rest = CliRunner().invoke(main, replay_args(tiny_models, kept, out, "--layers", "final"))
+    assert rest.exit_code == 0, rest.output
+    assert "8/8 problems replayed" in rest.output and "0 of " in rest.output  # the tiny vocabulary round-trips
+    original, replayed = load_collection(source), load_collection(out)
+    np.testing.assert_allclose(replayed.features, original.features, rtol=2e-3, atol=2e-3)
+    np.testing.assert_array_equal(replayed.labels, original.labels)
+    np.testing.assert_array_equal(replayed.scalars["solution_logprob"], original.scalars["solution_logprob"])
+    meta = json.loads(output_paths(out)[1].read_text())
+    assert meta["replayed_from"] == str(kept) and meta["target_sha256"] == original.meta["target_sha256"]
+
+    two = tmp_path / "two-layers.jsonl"
+    result = CliRunner().invoke(main, replay_args(tiny_models, kept, two, "--layers", "0,final", "--limit", "2"))
+    assert result.exit_code == 0, result.output
+    wider = load_collection(two)
+    width = original.features.shape[1]
+    assert json.loads(output_paths(two)[1].read_text())["capture"] == ["l_out-0", "result_norm"]
+    np.testing.assert_allclose(wider.features[:, width:], original.features[: len(wider.features)],
+                               rtol=2e-3, atol=2e-3)
+
+
+def test_replay_refuses_another_target_and_its_own_output_in_one_line(collection, tiny_models, tmp_path):
+    _, source = collection
+    other = CliRunner().invoke(main, replay_args(tiny_models, source, tmp_path / "o.jsonl", "--target",
+                                                 str(tiny_models["boxed-draft"])))
+    assert other.exit_code == 1 and "was collected with boxed.gguf, not boxed-draft.gguf" in other.output
+    same = CliRunner().invoke(main, replay_args(tiny_models, source, source))
+    assert same.exit_code != 0 and "another file than the collection" in same.output
+    missing = CliRunner().invoke(main, replay_args(tiny_models, tmp_path / "none.jsonl", tmp_path / "o.jsonl"))
+    assert missing.exit_code != 0 and "is not a collection" in missing.output
+    for result in (other, same, missing):
+        assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "o.jsonl").exists()  # nothing is written before the checks pass
+
+
 @pytest.fixture(scope="module")
 def head_file(collection, tmp_path_factory):
     _, out = collection

@@ -4,6 +4,7 @@ target and problems, train the head, and use it with ``--reward-kind probe``.
     specs-local value collect ../shared/data/gsm8k-train.jsonl -o runs/value/small.jsonl --limit 80
     specs-local value train runs/value/small.jsonl -o small-probe.npz
     specs-local value eval small-probe.npz runs/value/held-out.jsonl
+    specs-local value replay runs/value/small.jsonl -o runs/value/layers.jsonl --layers 10,final
     specs-local solve --reward-kind calculator+probe --value-head small-probe.npz "What is 12 times 7?"
 """
 from __future__ import annotations
@@ -40,6 +41,30 @@ def capture_names(layers: str, n_layer: int) -> tuple[str, ...]:
         else:
             raise click.BadParameter(f"{part!r} is not a layer of 0..{n_layer - 1} or 'final'", param_hint="--layers")
     return tuple(dict.fromkeys(names))
+
+
+def search_setup(opts: dict):
+    """The search config (the preset's defaults under the flags) and engine options of a command."""
+    from ..presets import load_preset
+    from ..search import SearchConfig
+    from ..solver import EngineOptions
+
+    manifest = load_preset(opts["preset"])
+    search = {key: opts[key] for key in SEARCH_KEYS if opts.get(key) is not None}
+    config = SearchConfig().with_(**dict(manifest.search_defaults)).with_(**search)
+    return config, EngineOptions(n_gpu_layers=opts["n_gpu_layers"], threads=opts["threads"], ctx=opts["ctx"])
+
+
+def load_capturing_target(path, engine, n_seq_max: int, layers: str):
+    """The target, copying out the output of ``--layers`` in every decode."""
+    from ..engine import Model
+
+    probe = Model(path, engine.model_config(2))  # only to learn the layer count
+    try:
+        names = capture_names(layers, probe.n_layer)
+    finally:
+        probe.close()
+    return Model(path, engine.model_config(n_seq_max, capture=names))
 
 
 class CollectProgress:
@@ -95,9 +120,7 @@ def collect(input_path, output_path, k, layers, limit, offset, no_draft, mc_roll
     from ..collect import MonteCarlo
     from ..collect import collect as run_collect
     from ..engine import Model
-    from ..presets import known_sha256, load_preset, resolve
-    from ..search import SearchConfig
-    from ..solver import EngineOptions
+    from ..presets import known_sha256, resolve
 
     try:
         problems = read_problems(input_path)[offset:][:limit]
@@ -109,24 +132,16 @@ def collect(input_path, output_path, k, layers, limit, offset, no_draft, mc_roll
         why = first.error or f"problem {first.id!r} has no 'answer'"
         raise InputError(f"{input_path}: {len(unusable)} of {len(problems)} problems cannot be labelled "
                          f"(line {first.line}: {why})")
-    manifest = load_preset(opts["preset"])
     paths = {role: resolve(opts[role] or role, role=role, preset=opts["preset"], progress=progress)
              for role in ("target", "draft")}
-    search = {key: opts[key] for key in SEARCH_KEYS if opts.get(key) is not None}
-    config = SearchConfig().with_(**dict(manifest.search_defaults)).with_(**search)
-    engine = EngineOptions(n_gpu_layers=opts["n_gpu_layers"], threads=opts["threads"], ctx=opts["ctx"])
-    probe = Model(paths["target"], engine.model_config(2))
-    try:
-        names = capture_names(layers, probe.n_layer)
-    finally:
-        probe.close()
-    target = Model(paths["target"], engine.model_config(k + 2, capture=names))
+    config, engine = search_setup(opts)
+    target = load_capturing_target(paths["target"], engine, k + 2, layers)
     draft = None if no_draft else Model(paths["draft"], engine.model_config(k + 2))
     if draft is not None and draft.vocab_fingerprint != target.vocab_fingerprint:
         raise SpecsError("the draft and the target have different vocabularies; use --no-draft or another draft")
     meta = {"target_file": target.name, "target_sha256": known_sha256(paths["target"]),
             "target_vocab": target.vocab_fingerprint, "draft_file": draft.name if draft else None,
-            "capture": list(names), "width": target.n_embd * len(names), "k": k,
+            "capture": list(target.config.capture), "width": target.n_embd * len(target.config.capture), "k": k,
             "temperature": config.temperature, "max_steps": config.max_steps,
             "max_step_tokens": config.max_step_tokens, "seed": config.seed, "data": str(input_path)}
     with OutputLog(output_path) as log:  # only to read what is done: the collection opens it again
@@ -184,3 +199,50 @@ def evaluate(head_path, collection_path, as_json):
     head = ProbeHead.load(head_path)
     fig = evaluate_head(head, load_collection(collection_path))
     click.echo(json.dumps(fig, indent=2) if as_json else describe(fig))
+
+
+@value.command()
+@click.argument("source_path", metavar="COLLECTION", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", "output_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The new collection's JSONL (features beside it); rerunning resumes it.")
+@click.option("--layers", default="auto", show_default=True,
+              help="Target layers whose output is recorded: comma-separated indices and 'final'.")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N problems of COLLECTION.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+@search_options
+@handle_interrupt
+def replay(source_path, output_path, layers, limit, progress, **opts):
+    """Read the target's hidden states again for the steps COLLECTION recorded, by
+    feeding their text through the target: other layers, or a features file that
+    was not kept, without sampling anything. Needs only COLLECTION's JSONL and
+    .meta.json, and the target it was collected with."""
+    from ..batch import OutputLog
+    from ..collect import output_paths
+    from ..collect import replay as run_replay
+    from ..presets import known_sha256, resolve
+
+    source_meta_path = output_paths(source_path)[1]
+    if not source_path.exists() or not source_meta_path.exists():
+        raise InputError(f"{source_path} is not a collection (no {source_meta_path.name} beside it)")
+    if output_path.resolve() == source_path.resolve():
+        raise InputError("the output must be another file than the collection it replays")
+    source_meta = json.loads(source_meta_path.read_text())
+    with OutputLog(source_path) as log:
+        records = list(log.records.values())[:limit]
+    path = resolve(opts["target"] or "target", role="target", preset=opts["preset"], progress=progress)
+    if known_sha256(path) != source_meta["target_sha256"]:
+        raise SpecsError(f"{source_path} was collected with {source_meta['target_file']}, not {Path(path).name}: "
+                         "its texts, labels and log-probs belong to that target")
+    config, engine = search_setup(opts)
+    k = source_meta.get("k", 4)
+    target = load_capturing_target(path, engine, k + 1, layers)
+    meta = {**source_meta, "capture": list(target.config.capture),
+            "width": target.n_embd * len(target.config.capture), "replayed_from": str(source_path)}
+    with OutputLog(output_path) as log:  # only to read what is done: the replay opens it again
+        prior = list(log.records.values())
+    bar = CollectProgress(len(records), prior, progress)
+    retokenized = run_replay(records, output_path, target=target, config=config, meta=meta, batch=k,
+                             on_record=bar.advance)
+    steps = sum(len(sol["steps"]) for r in records for sol in r["solutions"])
+    click.echo(f"{bar.done}/{bar.total} problems replayed -> {output_path} ({retokenized} of {steps} steps "
+               "tokenize to another length than they were sampled with: their rows are near the original ones)")
