@@ -69,12 +69,21 @@ def branch_point_accuracy(collection: Collection, scores: np.ndarray, rows: np.n
 
 
 def figures(collection: Collection, scores: np.ndarray, rows: np.ndarray) -> dict:
-    """The headline figures of ``scores`` over ``rows`` (the validation problems)."""
+    """The headline figures of ``scores`` over ``rows`` (the validation problems), and,
+    per source, pairs of one model's solutions: at their last steps, and step by
+    step (a right and a wrong solution's steps at the same depth)."""
     out = {}
     for at in ("last", "first_differing"):
         s, y, g = solution_scores(collection, scores, rows, at)
         acc, pairs = pairwise_accuracy(s, y, g)
         out[f"pairwise_{at}"], out[f"pairs_{at}"] = acc, pairs
+    for source in np.unique(collection.source[rows]):  # what a search compares: candidates from one model
+        own = rows & (collection.source == source)
+        s, y, g = solution_scores(collection, scores, own, "last")
+        out[f"pairwise_last_{source}"], out[f"pairs_last_{source}"] = pairwise_accuracy(s, y, g)
+        depth = np.char.add(collection.groups[own].astype(str), "|" + collection.step_index[own].astype(str))
+        acc, pairs = pairwise_accuracy(scores[own], collection.labels[own], depth)
+        out[f"pairwise_same_step_{source}"], out[f"pairs_same_step_{source}"] = acc, pairs
     if collection.mc is not None and np.isfinite(collection.mc[rows]).any():
         out["pairwise_branch"], out["pairs_branch"] = branch_point_accuracy(collection, scores, rows)
     out["auc_steps"] = roc_auc(scores[rows], collection.labels[rows])

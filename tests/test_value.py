@@ -329,6 +329,29 @@ def test_branch_point_accuracy_counts_pairs_of_one_prefix_ordered_by_their_value
     assert branch_point_accuracy(loaded, loaded.mc.copy(), rows)[0] == 1.0  # the values order themselves
 
 
+def test_figures_count_pairs_within_one_source_as_a_search_compares_them(collection):
+    """Per source: a right and a wrong solution of one model, at their last steps and
+    step by step at one depth; never a target step against a draft step."""
+    from specs_local.probe_train import figures
+
+    loaded = load_collection(collection[1])
+    scores = np.random.default_rng(0).random(len(loaded.labels))
+    fig = figures(loaded, scores, np.ones(len(loaded.labels), dtype=bool))
+    for source in ("target", "draft"):
+        wins = pairs = 0
+        own = np.flatnonzero(loaded.source == source)
+        for i in own:
+            for j in own:
+                if (loaded.groups[i], loaded.step_index[i]) == (loaded.groups[j], loaded.step_index[j]) \
+                        and loaded.labels[i] == 1 and loaded.labels[j] == 0:
+                    pairs += 1
+                    wins += scores[i] > scores[j]
+        assert pairs > 0, f"the tiny collection has no right and wrong {source} solutions of one problem"
+        assert (fig[f"pairwise_same_step_{source}"], fig[f"pairs_same_step_{source}"]) == (pytest.approx(wins / pairs), pairs)
+        assert 0 < fig[f"pairs_last_{source}"] <= pairs
+    assert fig["pairs_last_target"] + fig["pairs_last_draft"] < fig["pairs_last"]  # the mixed pairs are left out
+
+
 def test_value_eval_reports_a_heads_figures_on_another_collection(head_file, mc_collection):
     result = CliRunner().invoke(main, ["value", "eval", str(head_file), str(mc_collection), "--json"])
     assert result.exit_code == 0, result.output
@@ -379,3 +402,28 @@ def test_tune_thresholds_says_in_one_line_when_no_threshold_can_be_chosen(collec
     assert last.endswith("every validation draft step scores the same (log-ratio plus beta times reward), "
                          "so no threshold separates them")
     assert not found.exists()
+
+
+def test_the_variants_script_scores_each_layer_raw_and_demeaned_per_source(collection, head_file, tmp_path):
+    from conftest import _load_script
+
+    script = _load_script("value_variants")
+    X = np.arange(12.0).reshape(6, 2)
+    groups = np.array(["a", "a", "b", "b", "b", "c"])
+    centred = script.demeaned(X, groups)
+    for g in "abc":
+        np.testing.assert_allclose(centred[groups == g].mean(0), 0, atol=1e-12)
+    np.testing.assert_allclose(centred[0] - centred[1], X[0] - X[1])  # what differs within a problem stays
+    out = tmp_path / "variants.json"
+    assert script.main([str(collection[1]), "--head", str(head_file), "--held-out", str(collection[1]),
+                        "--val-fraction", "0.25", "--out", str(out)]) == 0
+    variants = json.loads(out.read_text())["variants"]
+    names = [v["variant"] for v in variants]
+    assert names[:2] == [f"head {head_file}", "solution_logprob alone"]
+    assert sum(n.startswith("result_norm raw") for n in names) == 3  # one fit chosen on one-source pairs
+    assert sum(n.endswith("chosen on one-source pairs") for n in names) == 1
+    assert sum(n.startswith("result_norm demeaned") for n in names) == 2
+    for v in variants:
+        assert {"pairwise_last", "pairwise_same_step_target", "pairwise_same_step_draft"} <= set(v["held_out"])
+    # on its own training problems the shipped-style head ranks at least as well as on unseen ones
+    assert variants[0]["held_out"]["pairs_last"] > variants[0]["validation"]["pairs_last"]

@@ -182,6 +182,11 @@ def describe(fig: dict) -> str:
             f"{fig['pairwise_first_differing']:.3f}")
     if "pairwise_branch" in fig:
         line += f", branch points {fig['pairwise_branch']:.3f} ({fig['pairs_branch']} pairs)"
+    for source in ("target", "draft"):
+        if f"pairs_same_step_{source}" in fig:
+            line += (f" | {source} vs {source}: last step {fig[f'pairwise_last_{source}']:.3f} "
+                     f"({fig[f'pairs_last_{source}']}), same step {fig[f'pairwise_same_step_{source}']:.3f} "
+                     f"({fig[f'pairs_same_step_{source}']})")
     return line + f" | step AUC {fig['auc_steps']:.3f} | {fig['problems']} problems"
 
 
