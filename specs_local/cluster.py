@@ -14,6 +14,8 @@ starts from the configured seed (``SearchConfig.seed``, the same for every
 problem) and from an engine with nothing of the previous problem left
 (``Solver`` releases every sequence and resets the reward after each search).
 
+``value collect --ray`` runs on the same pool with a CollectWorker (``run_cluster_collect``).
+
 Ray is imported only when a command asks for it (``import_ray``).
 """
 from __future__ import annotations
@@ -146,13 +148,45 @@ class Worker:
                             method=method, trace=trace)
 
 
+class CollectWorker:
+    """The body of one Ray actor of ``value collect --ray``: the target, copying out the
+    collection's layers, and the draft, loaded once on its machine. Each task is a
+    problem and whether it gets Monte Carlo labels; the record goes back to the driver
+    with its feature rows under "hidden", and the driver writes both."""
+
+    def __init__(self, opts: dict, meta: dict, no_draft: bool, mc):
+        import ray
+
+        from .cli.value import load_collect_models
+
+        self.node = ray.util.get_node_ip_address()
+        self.models, self.load_error, self.k, self.mc = None, None, meta["k"], mc
+        try:
+            self.models = load_collect_models(opts, meta, no_draft=no_draft)
+        except SpecsError as error:
+            self.load_error = str(error)
+
+    def ready(self) -> tuple[str, str | None]:
+        return self.node, self.load_error
+
+    def solve(self, problem: Problem, with_mc: bool, trace: bool) -> Record:
+        from .collect import collect_problem
+
+        target, draft, config = self.models
+        record, rows = collect_problem(problem, target=target, draft=draft, k=self.k, config=config, mc=self.mc,
+                                       with_mc=with_mc)
+        return {**record, "hidden": rows}
+
+
 class WorkerPool:
     """The driver's side of its workers: their actors, which are starting, live or
     lost, and the tasks each has in hand. The actors start on first use, so a rerun
-    of a finished file starts none."""
+    of a finished file starts none. ``worker`` is the actor's class (a Worker, which
+    solves, or a CollectWorker), built from the worker options and ``worker_args``."""
 
-    def __init__(self, ray, opts: dict, options: ClusterOptions):
+    def __init__(self, ray, opts: dict, options: ClusterOptions, worker: type = Worker, worker_args: tuple = ()):
         self.ray, self.opts, self.options = ray, opts, options
+        self.worker, self.worker_args = worker, worker_args
         self.actors: list = []
         self.nodes: dict[int, str] = {}  # worker -> its machine's address
         self.starting: dict[Any, int] = {}  # ready() reference -> worker
@@ -168,8 +202,8 @@ class WorkerPool:
         threads, gpus = self.options.threads, self.options.gpus_per_worker
         check_room(nodes, threads, gpus)
         count = self.options.workers or default_workers(nodes, threads, gpus)
-        actor = self.ray.remote(Worker).options(num_cpus=threads, num_gpus=gpus, max_restarts=0)
-        self.actors = [actor.remote(worker_options(self.opts, self.options)) for _ in range(count)]
+        actor = self.ray.remote(self.worker).options(num_cpus=threads, num_gpus=gpus, max_restarts=0)
+        self.actors = [actor.remote(worker_options(self.opts, self.options), *self.worker_args) for _ in range(count)]
         self.starting = {a.ready.remote(): worker for worker, a in enumerate(self.actors)}
 
     def name(self, worker: int) -> str:
@@ -236,9 +270,10 @@ class WorkerPool:
 
 
 @contextmanager
-def worker_pool(opts: dict, options: ClusterOptions) -> Iterator[WorkerPool]:
+def worker_pool(opts: dict, options: ClusterOptions, worker: type = Worker, worker_args: tuple = ()
+                ) -> Iterator[WorkerPool]:
     """A WorkerPool whose actors are killed at the end; SpecsError at once without Ray."""
-    pool = WorkerPool(import_ray(), opts, options)
+    pool = WorkerPool(import_ray(), opts, options, worker, worker_args)
     try:
         yield pool
     finally:
@@ -329,3 +364,20 @@ def run_cluster_bench(problems: list[Problem], methods: list[str], out_dir: Path
 
         return run_bench_tasks(problems, methods, out_dir, produce, progress=progress, out=out,
                                detail=pool.describe, retry_errors=retry_errors)
+
+
+def run_cluster_collect(problems: list[Problem], output_path, meta: dict, opts: dict, options: ClusterOptions, *,
+                        no_draft: bool, mc, on_record=None, note: Note = _stderr) -> None:
+    """``value collect`` on a Ray cluster: the workers sample and read the hidden states,
+    the driver writes the records and the features file (``collect.write_collection``),
+    so a kill of either loses at most the problems in hand."""
+    from .collect import write_collection
+
+    position = {p.id: i for i, p in enumerate(problems)}  # Monte Carlo labels go by place in the input
+    with worker_pool(opts, options, CollectWorker, (meta, no_draft, mc)) as pool:
+        def produce(todo: list[Problem]):
+            tasks = [(problem, mc.wanted(position[problem.id])) for problem in todo]
+            for record in cluster_records(tasks, pool, note=note):
+                yield record, record.pop("hidden", None)
+
+        write_collection(problems, output_path, meta, produce, on_record=on_record, note=note)

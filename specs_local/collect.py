@@ -179,8 +179,9 @@ def open_meta(meta_path: Path, meta: dict) -> None:
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
 
 
-def problem_record(problem: Problem, by_source: dict[str, list[dict]], offset: int, method: str) -> dict:
-    """The JSONL record of one problem; step rows follow one another from ``offset``."""
+def problem_record(problem: Problem, by_source: dict[str, list[dict]], method: str) -> dict:
+    """The JSONL record of one problem; its step rows follow one another from an
+    offset that the writer sets."""
     solutions = []
     for source, sols in by_source.items():
         for sol in sols:
@@ -190,7 +191,7 @@ def problem_record(problem: Problem, by_source: dict[str, list[dict]], offset: i
             solutions.append({"source": source, "answer": answer, "correct": correct, "steps": sol["steps"]})
     n_rows = sum(len(s["steps"]) for s in solutions)
     return {"id": problem.id, "problem": problem.text, "gold": problem.gold, "method": method,
-            "features": {"offset": offset, "rows": n_rows}, "solutions": solutions,
+            "features": {"offset": None, "rows": n_rows}, "solutions": solutions,
             "n_solutions": len(solutions), "n_correct": sum(s["correct"] is True for s in solutions)}
 
 
@@ -220,37 +221,61 @@ def collection_writer(out: Path, meta: dict):
             features.close()
 
 
-def collect(problems: list[Problem], out: Path, *, target: Model, draft: Model | None, k: int,
-            config: SearchConfig, meta: dict, on_record=None, mc: MonteCarlo = MonteCarlo()) -> None:
-    """Collect every problem not yet in ``out``; one durable record each."""
+def collect_problem(problem: Problem, *, target: Model, draft: Model | None, k: int, config: SearchConfig,
+                    mc: MonteCarlo = MonteCarlo(), with_mc: bool = False) -> tuple[dict, np.ndarray]:
+    """One problem's record (its features offset not yet set) and its feature rows.
+    Its random stream comes from the seed and the problem's id alone, so the record
+    does not depend on which process collects it, or in what order."""
+    rng = np.random.default_rng([config.seed, int(hashlib.sha256(problem.id.encode()).hexdigest()[:8], 16)])
+    by_source = {}
+    for source in SOURCES:
+        policy = target if source == "target" else draft
+        if policy is not None:
+            by_source[source] = sample_solutions(target, policy, problem.text, k, config, rng)
+    rows = np.stack([h for sols in by_source.values() for s in sols for h in s["hidden"]])
+    for sols in by_source.values():
+        for s in sols:
+            del s["hidden"]
+    record = problem_record(problem, by_source, "collect")
+    if with_mc:
+        for sol in record["solutions"]:
+            values = monte_carlo_values(target, problem, sol["steps"], sol["correct"] is True,
+                                        first=mc.steps, k=mc.rollouts, config=config, rng=rng)
+            for step, value in zip(sol["steps"], values):
+                step["mc"], step["mc_k"] = value, mc.rollouts
+    return record, rows
+
+
+def write_collection(problems: list[Problem], out: Path, meta: dict, produce, *, on_record=None, note=None) -> None:
+    """Write the collection of every problem not yet in ``out``. ``produce(todo)``
+    yields (record, rows) in any order (this process, or Ray workers); a record
+    that is an error is told to ``note`` and not written, so a rerun collects it."""
     unlabelled = [p.id for p in problems if p.error is not None or p.gold is None]
     if unlabelled:
         raise SpecsError(f"{len(unlabelled)} problems have no usable answer to label by (first: {unlabelled[0]!r})")
     with collection_writer(out, meta) as (log, features):
-        for position, problem in enumerate(problems):
-            if problem.id in log:
+        for record, rows in produce([p for p in problems if p.id not in log]):
+            if "error" in record:
+                if note is not None:
+                    note(f"{record['id']}: {record['error']} (not written: a rerun collects it)")
                 continue
-            rng = np.random.default_rng([config.seed, int(hashlib.sha256(problem.id.encode()).hexdigest()[:8], 16)])
-            by_source = {}
-            for source in SOURCES:
-                policy = target if source == "target" else draft
-                if policy is not None:
-                    by_source[source] = sample_solutions(target, policy, problem.text, k, config, rng)
-            rows = np.stack([h for sols in by_source.values() for s in sols for h in s["hidden"]])
-            offset = features.append(rows)
-            for sols in by_source.values():
-                for s in sols:
-                    del s["hidden"]
-            record = problem_record(problem, by_source, offset, "collect")
-            if mc.wanted(position):
-                for sol in record["solutions"]:
-                    values = monte_carlo_values(target, problem, sol["steps"], sol["correct"] is True,
-                                                first=mc.steps, k=mc.rollouts, config=config, rng=rng)
-                    for step, value in zip(sol["steps"], values):
-                        step["mc"], step["mc_k"] = value, mc.rollouts
+            record["features"] = {"offset": features.append(rows), "rows": len(rows)}
             log.append(record)
             if on_record is not None:
                 on_record(record)
+
+
+def collect(problems: list[Problem], out: Path, *, target: Model, draft: Model | None, k: int,
+            config: SearchConfig, meta: dict, on_record=None, mc: MonteCarlo = MonteCarlo()) -> None:
+    """Collect every problem not yet in ``out`` in this process; one durable record each."""
+    position = {p.id: i for i, p in enumerate(problems)}  # Monte Carlo labels go by place in the input
+
+    def produce(todo):
+        for problem in todo:
+            yield collect_problem(problem, target=target, draft=draft, k=k, config=config, mc=mc,
+                                  with_mc=mc.wanted(position[problem.id]))
+
+    write_collection(problems, out, meta, produce, on_record=on_record)
 
 
 def step_tokens(target: Model, step: dict) -> list[int]:

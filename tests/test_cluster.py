@@ -3,6 +3,7 @@ the records of one machine, resume across both, a worker killed, the driver kill
 that cannot load, a problem that raises, and --ray without Ray."""
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import subprocess
@@ -10,13 +11,14 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import ray
 from click.testing import CliRunner
 
 from conftest import kill_once_written
 from specs_local.batch import Problem, read_problems, write_records
-from specs_local.cli import main
+from specs_local.cli import SEARCH_KEYS, main
 from specs_local.cli.batch import batch as batch_command
 from specs_local.cluster import (ClusterOptions, WorkerPool, check_room, cluster_records, default_workers,
                                  worker_options)
@@ -122,6 +124,78 @@ def test_bench_on_ray_gives_the_records_of_one_machine(address, local_run, model
         on_ray = by_id(read_records(tmp_path / "ray" / f"{method}.jsonl"))
         assert on_ray == by_id(read_records(tmp_path / "local" / f"{method}.jsonl")) and len(on_ray) == 3
     assert (tmp_path / "ray" / "report.md").exists()
+
+
+def collection_by_problem(path: Path) -> dict[str, tuple]:
+    """Each problem's record (less where its rows lie) and its feature rows: what must not
+    depend on which process collected it or in what order it came back."""
+    from specs_local.collect import load_collection
+
+    loaded = load_collection(path)
+    records = {r["id"]: {k: v for k, v in r.items() if k != "features"} for r in read_records(path)}
+    assert len(records) == len(read_records(path)), "a problem appears twice"
+    return {pid: (record, loaded.features[loaded.groups == pid]) for pid, record in records.items()}
+
+
+def test_value_collect_on_ray_gives_the_collection_of_one_machine(address, tiny_models, tmp_path):
+    from test_value import PROBLEMS, collect_args
+
+    data = write_jsonl(tmp_path / "train.jsonl", PROBLEMS)
+    mc = ["--no-progress", "--mc-rollouts", "2", "--mc-every", "3", "--mc-steps", "1"]
+    local, on_ray, resumed = tmp_path / "local.jsonl", tmp_path / "ray.jsonl", tmp_path / "resumed.jsonl"
+    assert run(collect_args(tiny_models, data, local, *mc)).exit_code == 0
+    result = run([*collect_args(tiny_models, data, on_ray, *mc), "--ray", address, "--workers", "2"])
+    assert result.exit_code == 0, result.output
+    assert f"{len(PROBLEMS)}/{len(PROBLEMS)} problems" in result.stdout
+    expected = collection_by_problem(local)
+    assert sum("mc" in s for r, _ in expected.values() for sol in r["solutions"] for s in sol["steps"]) > 0
+    for collected in (on_ray, resumed):
+        if collected is resumed:  # three problems done in this process, the rest on Ray
+            assert run(collect_args(tiny_models, data, resumed, *mc, "--limit", "3")).exit_code == 0
+            result = run([*collect_args(tiny_models, data, resumed, *mc), "--ray", address, "--workers", "2"])
+            assert result.exit_code == 0, result.output
+        got = collection_by_problem(collected)
+        assert sorted(got) == sorted(expected)
+        for pid, (record, rows) in expected.items():
+            assert got[pid][0] == record
+            np.testing.assert_array_equal(got[pid][1], rows)
+
+
+def test_value_collect_on_ray_says_in_one_line_when_no_worker_has_the_target(address, tiny_models, tmp_path):
+    from test_value import PROBLEMS, collect_args
+
+    data = write_jsonl(tmp_path / "train.jsonl", PROBLEMS)
+    output = tmp_path / "ray.jsonl"
+    result = run([*collect_args(tiny_models, data, output, "--no-progress", "--draft", str(tiny_models["other"])),
+                  "--ray", address, "--workers", "2"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+    assert errors == [errors[0]] and "no Ray worker left" in errors[0] and "different vocabularies" in errors[0]
+    assert output.read_bytes() == b""  # nothing half-written
+
+
+def test_a_problem_that_raises_in_a_collect_worker_is_told_and_left_for_a_rerun(address, tiny_models, tmp_path):
+    from test_value import PROBLEMS, collect_args
+
+    from specs_local.cli.value import collect as collect_command
+    from specs_local.cluster import run_cluster_collect
+    from specs_local.collect import MonteCarlo, output_paths
+
+    data = write_jsonl(tmp_path / "train.jsonl", PROBLEMS[:2])
+    first = tmp_path / "first.jsonl"
+    assert run(collect_args(tiny_models, data, first, "--no-progress", "--limit", "1")).exit_code == 0
+    meta = json.loads(output_paths(first)[1].read_text())
+    params = collect_command.make_context("collect", collect_args(tiny_models, data, first)[2:]).params
+    opts = {k: v for k, v in params.items() if k in ("preset", "draft", "target", "threads", "ctx", "n_gpu_layers",
+                                                      "max_steps", "max_step_tokens", "seed", *SEARCH_KEYS)}
+    problems = [Problem("p0", PROBLEMS[0]["problem"], "0"), Problem("number", 12, "12"),
+                Problem("p1", PROBLEMS[1]["problem"], PROBLEMS[1]["answer"])]
+    notes = []
+    out = tmp_path / "out.jsonl"
+    run_cluster_collect(problems, out, meta, opts, ClusterOptions(address=address, workers=1, threads=1),
+                        no_draft=False, mc=MonteCarlo(), note=notes.append)
+    assert [r["id"] for r in read_records(out)] in (["p0", "p1"], ["p1", "p0"])
+    assert len(notes) == 1 and notes[0].startswith("number: ") and notes[0].endswith("(not written: a rerun collects it)")
 
 
 # ---------------------------------------------------------------- faults

@@ -17,7 +17,7 @@ import click
 
 from ..errors import SpecsError
 from . import SEARCH_KEYS, handle_interrupt, search_options
-from .batch import InputError
+from .batch import InputError, cluster_options, ray_options
 
 
 @click.group()
@@ -55,16 +55,42 @@ def search_setup(opts: dict):
     return config, EngineOptions(n_gpu_layers=opts["n_gpu_layers"], threads=opts["threads"], ctx=opts["ctx"])
 
 
-def load_capturing_target(path, engine, n_seq_max: int, layers: str):
-    """The target, copying out the output of ``--layers`` in every decode."""
+def probe_target(path, engine, layers: str) -> dict:
+    """What a collection's meta says of its target: the file, its sha256 and vocabulary,
+    the recorded layers (``--layers``) and the row width, read from a copy loaded briefly."""
     from ..engine import Model
+    from ..presets import known_sha256
 
-    probe = Model(path, engine.model_config(2))  # only to learn the layer count
+    probe = Model(path, engine.model_config(1))
     try:
         names = capture_names(layers, probe.n_layer)
+        return {"target_file": probe.name, "target_sha256": known_sha256(Path(path)),
+                "target_vocab": probe.vocab_fingerprint, "capture": list(names), "width": probe.n_embd * len(names)}
     finally:
         probe.close()
-    return Model(path, engine.model_config(n_seq_max, capture=names))
+
+
+def load_collect_models(opts: dict, meta: dict, *, no_draft: bool, progress: bool = False):
+    """The target (copying out the layers ``meta`` names in every decode), the draft
+    (None with ``no_draft``) and the search config a collection samples with; in this
+    process or in a Ray worker, which checks that its files are the ones ``meta`` names."""
+    from ..engine import Model
+    from ..presets import known_sha256, resolve
+
+    paths = {role: resolve(opts[role] or role, role=role, preset=opts["preset"], progress=progress)
+             for role in ("target", "draft")}
+    if known_sha256(Path(paths["target"])) != meta["target_sha256"]:
+        raise SpecsError(f"the target here ({Path(paths['target']).name}) is not the file the collection "
+                         f"was started with ({meta['target_file']})")
+    config, engine = search_setup(opts)
+    k = meta["k"]
+    target = Model(paths["target"], engine.model_config(k + 2, capture=tuple(meta["capture"])))
+    draft = None if no_draft else Model(paths["draft"], engine.model_config(k + 2))
+    if draft is not None and draft.vocab_fingerprint != target.vocab_fingerprint:
+        target.close()
+        draft.close()
+        raise SpecsError("the draft and the target have different vocabularies; use --no-draft or another draft")
+    return target, draft, config
 
 
 class CollectProgress:
@@ -110,17 +136,17 @@ class CollectProgress:
               help="Monte Carlo labels on each solution's first S steps only.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @search_options
+@ray_options
 @handle_interrupt
 def collect(input_path, output_path, k, layers, limit, offset, no_draft, mc_rollouts, mc_every, mc_steps,
-            progress, **opts):
+            progress, ray, workers, gpus_per_worker, **opts):
     """Sample solutions to INPUT's problems (JSONL with answers) step by step and
     record, for every step, the target's hidden state and whether its solution
     ends correct. Never collect on a benchmark set you report on."""
     from ..batch import OutputLog, read_problems
     from ..collect import MonteCarlo
     from ..collect import collect as run_collect
-    from ..engine import Model
-    from ..presets import known_sha256, resolve
+    from ..presets import resolve
 
     try:
         problems = read_problems(input_path)[offset:][:limit]
@@ -132,23 +158,26 @@ def collect(input_path, output_path, k, layers, limit, offset, no_draft, mc_roll
         why = first.error or f"problem {first.id!r} has no 'answer'"
         raise InputError(f"{input_path}: {len(unusable)} of {len(problems)} problems cannot be labelled "
                          f"(line {first.line}: {why})")
+    cluster = cluster_options(ray, workers, gpus_per_worker, opts)
     paths = {role: resolve(opts[role] or role, role=role, preset=opts["preset"], progress=progress)
              for role in ("target", "draft")}
     config, engine = search_setup(opts)
-    target = load_capturing_target(paths["target"], engine, k + 2, layers)
-    draft = None if no_draft else Model(paths["draft"], engine.model_config(k + 2))
-    if draft is not None and draft.vocab_fingerprint != target.vocab_fingerprint:
-        raise SpecsError("the draft and the target have different vocabularies; use --no-draft or another draft")
-    meta = {"target_file": target.name, "target_sha256": known_sha256(paths["target"]),
-            "target_vocab": target.vocab_fingerprint, "draft_file": draft.name if draft else None,
-            "capture": list(target.config.capture), "width": target.n_embd * len(target.config.capture), "k": k,
-            "temperature": config.temperature, "max_steps": config.max_steps,
+    meta = {**probe_target(paths["target"], engine, layers), "draft_file": None if no_draft else Path(paths["draft"]).name,
+            "k": k, "temperature": config.temperature, "max_steps": config.max_steps,
             "max_step_tokens": config.max_step_tokens, "seed": config.seed, "data": str(input_path)}
+    mc = MonteCarlo(mc_rollouts, mc_every, mc_steps)
     with OutputLog(output_path) as log:  # only to read what is done: the collection opens it again
         prior = [r for r in log.records.values()]
     bar = CollectProgress(len(problems), prior, progress)
-    run_collect(problems, output_path, target=target, draft=draft, k=k, config=config, meta=meta,
-                on_record=bar.advance, mc=MonteCarlo(mc_rollouts, mc_every, mc_steps))
+    if cluster is not None:
+        from ..cluster import run_cluster_collect
+
+        run_cluster_collect(problems, output_path, meta, opts, cluster, no_draft=no_draft, mc=mc,
+                            on_record=bar.advance)
+    else:
+        target, draft, config = load_collect_models(opts, meta, no_draft=no_draft, progress=progress)
+        run_collect(problems, output_path, target=target, draft=draft, k=k, config=config, meta=meta,
+                    on_record=bar.advance, mc=mc)
     click.echo(f"{bar.done}/{bar.total} problems, {bar.correct}/{bar.solutions} solutions correct -> {output_path}")
 
 
@@ -224,6 +253,7 @@ def replay(source_path, output_path, layers, limit, progress, **opts):
     from ..batch import OutputLog
     from ..collect import output_paths
     from ..collect import replay as run_replay
+    from ..engine import Model
     from ..presets import known_sha256, resolve
 
     source_meta_path = output_paths(source_path)[1]
@@ -240,9 +270,9 @@ def replay(source_path, output_path, layers, limit, progress, **opts):
                          "its texts, labels and log-probs belong to that target")
     config, engine = search_setup(opts)
     k = source_meta.get("k", 4)
-    target = load_capturing_target(path, engine, k + 1, layers)
-    meta = {**source_meta, "capture": list(target.config.capture),
-            "width": target.n_embd * len(target.config.capture), "replayed_from": str(source_path)}
+    rows = {key: value for key, value in probe_target(path, engine, layers).items() if key in ("capture", "width")}
+    target = Model(path, engine.model_config(k + 1, capture=tuple(rows["capture"])))
+    meta = {**source_meta, **rows, "replayed_from": str(source_path)}
     with OutputLog(output_path) as log:  # only to read what is done: the replay opens it again
         prior = list(log.records.values())
     bar = CollectProgress(len(records), prior, progress)
