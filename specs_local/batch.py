@@ -175,6 +175,31 @@ def _parse_records(path: Path, data: bytes) -> list[Record]:
     return records
 
 
+def _records_before_torn_tail(path: Path, data: bytes) -> tuple[list[Record], int | None]:
+    """The records of ``data`` and where its torn last line starts (None if whole);
+    a torn line that is not provably ours is refused."""
+    tail = _torn_tail_start(data)
+    records = _parse_records(path, data if tail is None else data[:tail])
+    if tail is not None and not _could_be_torn_record(data[tail:], after_records=bool(records)):
+        raise _not_a_record(path, data.count(b"\n", 0, tail) + 1)
+    return records, tail
+
+
+def read_log(path: str | os.PathLike, key: Callable[[Record], Any] = record_id) -> dict[Any, Record]:
+    """The records of an OutputLog file by key (the last of a key wins), read
+    without locking, creating or repairing it: a torn last line is skipped, not
+    cut, so reading a log that another run is writing changes nothing. A file
+    that does not exist holds no records."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    except OSError as error:
+        raise SpecsError(f"cannot read {path}: {error.strerror or error}") from None
+    return {key(r): r for r in _records_before_torn_tail(path, data)[0]}
+
+
 def _fsync_directory(path: Path) -> None:
     """Make a newly created file's directory entry durable too."""
     fd = os.open(path.parent, os.O_RDONLY)
@@ -234,11 +259,8 @@ class OutputLog:
         refused untouched.
         """
         data = self.path.read_bytes()
-        tail = _torn_tail_start(data)
-        records = _parse_records(self.path, data if tail is None else data[:tail])
+        records, tail = _records_before_torn_tail(self.path, data)
         if tail is not None:
-            if not _could_be_torn_record(data[tail:], after_records=bool(records)):
-                raise _not_a_record(self.path, data.count(b"\n", 0, tail) + 1)
             os.ftruncate(self._fd, tail)
             os.fsync(self._fd)
             self.repaired = True

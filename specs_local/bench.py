@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TextIO
 
-from .batch import OutputLog, Problem, solve_record
+from .batch import OutputLog, Problem, read_log, solve_record
 from .errors import SpecsError
 
 
@@ -143,8 +143,8 @@ def read_records(out_dir: Path, methods: list[str], problems: list[Problem]) -> 
     """The records already on disk, by method, in problem order."""
     records = {}
     for m in methods:
-        with OutputLog(out_dir / f"{m}.jsonl") as log:
-            records[m] = [log.records[p.id] for p in problems if p.id in log]
+        done = read_log(out_dir / f"{m}.jsonl")
+        records[m] = [done[p.id] for p in problems if p.id in done]
     return records
 
 

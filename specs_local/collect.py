@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .answers import extract_boxed, grade
-from .batch import OutputLog, Problem
+from .batch import OutputLog, Problem, read_log
 from .calculator import check_step
 from .engine import Model, Sequence
 from .errors import SpecsError
@@ -337,8 +337,7 @@ def load_collection(out: Path) -> Collection:
     if not meta_path.exists() or not features_path.exists():
         raise SpecsError(f"{out} is not a collection (no {meta_path.name} or {features_path.name} beside it)")
     meta = json.loads(meta_path.read_text())
-    with OutputLog(out) as log:
-        records = list(log.records.values())
+    records = list(read_log(out).values())  # read-only: a collection still being written can be trained on
     width = meta["width"]
     raw = np.fromfile(features_path, dtype=np.float16)
     matrix = raw[: len(raw) // width * width].reshape(-1, width)

@@ -4,6 +4,7 @@
 as the real solver: this tests the writer, not the models.
 """
 
+import fcntl
 import io
 import json
 import os
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from specs_local.answers import extract_boxed
-from specs_local.batch import OutputLog, Progress, format_summary, read_problems, run_batch
+from specs_local.batch import OutputLog, Progress, format_summary, read_log, read_problems, run_batch
 from specs_local.errors import SpecsError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -338,6 +339,29 @@ def test_a_torn_first_record_is_repaired(tmp_path):
     with OutputLog(output) as log:
         assert log.repaired and log.records == {}
     assert output.read_bytes() == b""
+
+
+def test_reading_a_log_changes_nothing_even_while_another_run_writes_it(tmp_path):
+    """Training or a report reads a log that a collection or bench may still be
+    writing: the records before a torn line, without the lock, the cut or a new file."""
+    problems = read_problems(five_problems(tmp_path))
+    output = tmp_path / "out.jsonl"
+    batch(problems[:2], output)
+    with open(output, "a", encoding="utf-8") as file:
+        file.write('{"id": "p3", "problem": "What is 3')  # the writer is mid-line
+    before = output.read_bytes()
+    held = os.open(output, os.O_RDONLY)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as the writing run holds it
+        assert list(read_log(output)) == ["p1", "p2"]
+    finally:
+        os.close(held)
+    assert output.read_bytes() == before
+    assert read_log(tmp_path / "none.jsonl") == {} and not (tmp_path / "none.jsonl").exists()
+    notes = tmp_path / "notes.jsonl"
+    notes.write_text("my notes\n")
+    with pytest.raises(SpecsError, match="line 1 is not a specs-local record"):
+        read_log(notes)
 
 
 def test_two_runs_cannot_append_to_one_output(tmp_path):

@@ -106,6 +106,20 @@ def test_collect_resumes_after_a_kill_without_losing_or_repeating(tiny_models, t
         s["steps"] for line in collection[1].read_text().splitlines() for s in json.loads(line)["solutions"]]
 
 
+def test_a_collection_still_being_written_is_read_untouched(collection, tmp_path):
+    """value train on a collection whose writer is mid-record: the whole records
+    are read and the file is left as the writer has it."""
+    _, source = collection
+    copy = tmp_path / "live.jsonl"
+    copy.write_bytes(source.read_bytes() + b'{"id": "next", "problem": "Wha')
+    for original, copied in zip(output_paths(source), output_paths(copy)):
+        copied.write_bytes(original.read_bytes())
+    before = copy.read_bytes()
+    live, whole = load_collection(copy), load_collection(source)
+    np.testing.assert_array_equal(live.features, whole.features)
+    assert copy.read_bytes() == before
+
+
 def replay_args(tiny_models, source, out, *extra):
     return ["value", "replay", str(source), "-o", str(out), "--target", str(tiny_models["boxed"]),
             "--threads", "1", "--ctx", "2048", "--no-progress", *extra]

@@ -250,7 +250,7 @@ def replay(source_path, output_path, layers, limit, progress, **opts):
     feeding their text through the target: other layers, or a features file that
     was not kept, without sampling anything. Needs only COLLECTION's JSONL and
     .meta.json, and the target it was collected with."""
-    from ..batch import OutputLog
+    from ..batch import OutputLog, read_log
     from ..collect import output_paths
     from ..collect import replay as run_replay
     from ..engine import Model
@@ -262,8 +262,7 @@ def replay(source_path, output_path, layers, limit, progress, **opts):
     if output_path.resolve() == source_path.resolve():
         raise InputError("the output must be another file than the collection it replays")
     source_meta = json.loads(source_meta_path.read_text())
-    with OutputLog(source_path) as log:
-        records = list(log.records.values())[:limit]
+    records = list(read_log(source_path).values())[:limit]  # read-only: the source is never written
     path = resolve(opts["target"] or "target", role="target", preset=opts["preset"], progress=progress)
     if known_sha256(path) != source_meta["target_sha256"]:
         raise SpecsError(f"{source_path} was collected with {source_meta['target_file']}, not {Path(path).name}: "
