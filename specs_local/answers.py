@@ -1,4 +1,5 @@
-"""Final answers: pull the boxed answer out of a solution, and grade it against a gold answer.
+"""Final answers: pull the boxed answer out of a solution, grade it against a gold
+answer, and vote among several solutions' answers.
 
 Grading uses math-verify, which times out with SIGALRM: call `grade` from the main
 thread, or through `grade_many`, which uses worker processes (never threads).
@@ -9,6 +10,7 @@ from __future__ import annotations
 import multiprocessing
 import re
 import threading
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
 # `\boxed` or `\fbox`, but not a longer command such as `\boxedfoo`.
@@ -119,3 +121,39 @@ def grade_many(pairs: Iterable[tuple[str | None, str]], processes: int | None = 
     context = multiprocessing.get_context("spawn")
     with context.Pool(processes) as pool:
         return pool.map(_grade_pair, pairs, chunksize=8)
+
+
+def normalize_answer(answer: str | None) -> str | None:
+    """A light canonical form so that votes group equal answers written differently."""
+    if answer is None:
+        return None
+    a = answer.strip().strip("$").replace(" ", "").replace("\\left", "").replace("\\right", "")
+    a = a.replace("\\!", "").replace("dfrac", "frac").rstrip(".")
+    if a.replace(",", "").replace(".", "", 1).lstrip("-").isdigit():
+        a = a.replace(",", "")
+        if "." in a:
+            a = a.rstrip("0").rstrip(".")
+    return a
+
+
+def votes(answers: list[str | None], rewards: Sequence[float]) -> dict[str, int]:
+    """Indices chosen by best reward, by majority and by reward-weighted vote
+    (ties go to the earlier index, then to the other count)."""
+    rewards = [float(r) for r in rewards]
+    keys = [normalize_answer(a) for a in answers]
+    count: dict[str, int] = defaultdict(int)
+    weight: dict[str, float] = defaultdict(float)
+    for k, r in zip(keys, rewards):
+        if k is not None:
+            count[k] += 1
+            weight[k] += r
+
+    def best_with(key):  # the highest-reward solution giving this answer
+        return max((i for i, k in enumerate(keys) if k == key), key=lambda i: rewards[i])
+
+    best = max(range(len(rewards)), key=rewards.__getitem__)
+    if not count:
+        return {"best": best, "majority": best, "weighted": best}
+    majority = max(count, key=lambda k: (count[k], weight[k]))
+    weighted = max(weight, key=lambda k: (weight[k], count[k]))
+    return {"best": best, "majority": best_with(majority), "weighted": best_with(weighted)}

@@ -315,7 +315,8 @@ def result_record(problem: Problem, result: Record, method: str, trace: bool) ->
         record["correct"] = grade(result["answer"], problem.gold)
     record.update(method=method, stats=result["stats"])
     if trace:
-        record["trace"] = {"steps": result["steps"], "text": result["text"]}
+        record["trace"] = {"steps": result["steps"], "text": result["text"],
+                           **({"extra": result["extra"]} if result.get("extra") else {})}
     return record
 
 

@@ -66,6 +66,7 @@ class Specs(BaseModel):
     method: Literal[METHODS] | None = None
     n: int | None = Field(None, ge=1, le=64)
     beam_width: int | None = Field(None, ge=1, le=64)
+    beam_answer: Literal["best", "weighted"] | None = None
     beta: float | None = None
     tau_reject: float | None = None
     tau_switch: float | None = None

@@ -46,6 +46,9 @@ def test_bench_on_tiny_models_writes_every_report_field(tiny_models, data_dir, t
         usage = records[0]["stats"]["models"]["target"]
         assert sum(rows for _, rows, _ in usage["decode_batches"].values()) == usage["evaluated"]
         assert usage["attended_cells"] >= usage["evaluated"]
+    # ... and beam's whole pool, so that another way of picking its answer can be read off one run.
+    beams = [json.loads(line)["trace"]["extra"] for line in (out / "beam-target.jsonl").read_text().splitlines()]
+    assert all(len(b["pool_answers"]) == (b["completed_beams"] or b["live_beams"]) for b in beams)
     report = json.loads((out / "report.json").read_text())
     assert {"command", "revision", "machine", "date", "methods", "targets"} <= set(report)
     for method in ("specs", "beam-target"):

@@ -167,6 +167,46 @@ def test_beam_runs_until_no_beam_is_live_and_answers_from_the_completed_pool(tin
     assert max(r.extra["completed_beams"] for r in results) > 2
 
 
+def test_beam_answers_by_best_last_reward_or_by_the_reward_weighted_vote():
+    from specs_local.search.beam import Beam, choose_beams
+    from specs_local.search.common import Step
+
+    def beam(reward, ends=True):
+        return Beam(None, [Step(text="x", source="target", reward=reward, ends_turn=ends)])
+
+    pool = [beam(0.9), beam(0.6), beam(0.5), beam(0.95, ends=False)]
+    # 7 gathers 1.1 against 5's 0.9; a cut beam is best by reward only when none ended.
+    assert choose_beams(pool, ["5", "7", "7.0", None]) == {"best": 0, "weighted": 1}
+    assert choose_beams(pool, [None] * 4) == {"best": 0, "weighted": 0}  # no answer to vote on
+    assert choose_beams([], []) == {}
+
+
+def test_the_weighted_beam_answer_is_the_answer_with_most_reward(tiny_models):
+    """On boxed-digit solutions (real llama.cpp): the answer given is the one whose
+    completed beams' rewards sum highest (here the rewards tie, so it is the most
+    frequent answer), while the default keeps the best beam."""
+    config = SearchConfig(n=4, beam_width=2, max_steps=8, max_step_tokens=12, final_step_tokens=16)
+    s = Solver.from_paths(tiny_models["boxed"], None, reward_kind="calculator+self", config=config, engine=ENGINE)
+    try:
+        voted = [s.solve(PROBLEM, method="beam-target", seed=seed, beam_answer="weighted") for seed in range(6)]
+        default = [s.solve(PROBLEM, method="beam-target", seed=seed) for seed in range(6)]
+    finally:
+        s.close()
+    from specs_local.answers import normalize_answer
+
+    disagree = 0
+    for v, d in zip(voted, default):
+        assert v.extra["pool_answers"] == d.extra["pool_answers"]  # the same search; only the pick differs
+        assert v.answer == v.extra["answer_weighted"] and d.answer == d.extra["answer_best"]
+        sums = {}
+        for answer, reward in zip(v.extra["pool_answers"], v.extra["completed_rewards"]):
+            if answer is not None:
+                sums[normalize_answer(answer)] = sums.get(normalize_answer(answer), 0.0) + reward
+        assert sums and sums[normalize_answer(v.answer)] == max(sums.values())
+        disagree += v.answer != d.answer
+    assert disagree  # the vote is not the best beam in disguise
+
+
 def test_a_beam_that_never_ends_stops_at_the_step_limit(tiny_models):
     s = Solver.from_paths(tiny_models["endless"], tiny_models["draft"], reward_kind="calculator",
                           config=SearchConfig(n=4, beam_width=2, max_steps=10, max_step_tokens=4,

@@ -78,6 +78,8 @@ def search_options(func):
         click.option("--method", type=click.Choice(METHODS), default="specs", show_default=True),
         click.option("--n", type=click.IntRange(1, 64), default=None, help="Candidates per step (beam: in total). [4]"),
         click.option("--beam-width", type=click.IntRange(1, 64), default=None, help="Beam search: candidates per kept prefix. [2]"),
+        click.option("--beam-answer", type=click.Choice(["best", "weighted"]), default=None,
+                     help="Beam search: answer with the completed beam of best last reward, or the reward-weighted vote. [best]"),
         click.option("--temperature", type=click.FloatRange(0), default=None, help="Sampling and selection temperature."),
         click.option("--beta", type=float, default=None, help="SPECS: weight of the reward in the score."),
         click.option("--tau-reject", type=float, default=None, help="SPECS: drafts scoring at or below are rejected."),
@@ -120,8 +122,8 @@ def gpu_layers_option():
                         help="Layers to offload (-1: all).")
 
 
-SEARCH_KEYS = ("n", "beam_width", "temperature", "beta", "tau_reject", "tau_switch", "greedy_candidate", "rsd_delta",
-               "max_steps", "max_step_tokens", "seed")
+SEARCH_KEYS = ("n", "beam_width", "beam_answer", "temperature", "beta", "tau_reject", "tau_switch", "greedy_candidate",
+               "rsd_delta", "max_steps", "max_step_tokens", "seed")
 
 
 def build_solver(opts: dict, *, progress: bool = True):

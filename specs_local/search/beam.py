@@ -9,8 +9,10 @@ reached, and the answer is the completed beam with the best last-step reward
 (search-and-learn's "last" aggregation), preferring beams that ended their turn
 over beams cut at the step-length limit (search-and-learn's per-step limit is
 2048 tokens, ours 256, so a cut beam is usually an unfinished solution); with
-none completed, the best live beam. ``beam-target`` is the baseline SPECS must
-beat on latency at equal accuracy.
+none completed, the best live beam. With ``beam_answer="weighted"`` the answer
+is instead the one whose completed beams' last rewards sum highest, given by its
+best beam (search-and-learn's weighted best-of-N over the completed beams).
+``beam-target`` is the baseline SPECS must beat on latency at equal accuracy.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..answers import extract_boxed, votes
 from ..engine import Generation, Sequence
 from ..errors import ContextFullError
 from .common import Models, SearchConfig, SearchGenerator, Step, Tracker, propose_many, start, texts
@@ -96,12 +99,28 @@ def beam_search(problem: str, models: Models, config: SearchConfig, role: str = 
             model.release(b.seq)
         reward.reset()
     pool = completed or beams
-    best = max(pool, key=lambda b: (b.ends_turn, b.last_reward), default=Beam(None, []))
-    for step in best.steps:
+    answers = [extract_boxed("".join(s.text for s in b.steps)) for b in pool]
+    chosen = choose_beams(pool, answers)
+    answer = pool[chosen[config.beam_answer]] if pool else Beam(None, [])
+    for step in answer.steps:
         yield step
     extra = {"completed_beams": len(completed), "completed_rewards": [b.last_reward for b in completed],
-             "completed_ended": [b.ends_turn for b in completed], "live_beams": len(beams)}
-    return tracker.result(best.steps, stop_reason, extra=extra)
+             "completed_ended": [b.ends_turn for b in completed], "live_beams": len(beams),
+             "pool_answers": answers, **{f"answer_{how}": answers[i] for how, i in chosen.items()}}
+    return tracker.result(answer.steps, stop_reason, extra=extra)
+
+
+def choose_beams(pool: list[Beam], answers: list[str | None]) -> dict[str, int]:
+    """Which beam of the pool each rule answers with: "best", the best last reward
+    among beams that ended their turn (a beam cut at the step-length limit is
+    usually unfinished); "weighted", the best beam of the answer whose beams' last
+    rewards sum highest (search-and-learn's weighted best-of-N over the beams)."""
+    if not pool:
+        return {}
+    best = max(range(len(pool)), key=lambda i: (pool[i].ends_turn, pool[i].last_reward))
+    if not any(answers):
+        return {"best": best, "weighted": best}
+    return {"best": best, "weighted": votes(answers, [b.last_reward for b in pool])["weighted"]}
 
 
 def _score_by_parent(problem, reward, parents: list[Beam], kids, gens) -> np.ndarray:

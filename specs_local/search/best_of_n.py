@@ -5,48 +5,11 @@ and the reward-weighted vote; the answer given is the reward-weighted vote.
 """
 from __future__ import annotations
 
-from collections import defaultdict
-
 import numpy as np
 
-from ..answers import extract_boxed
+from ..answers import extract_boxed, votes
 from ..errors import ContextFullError
 from .common import Models, SearchConfig, SearchGenerator, Step, Tracker, propose, start
-
-
-def normalize_answer(answer: str | None) -> str | None:
-    """A light canonical form so that votes group equal answers written differently."""
-    if answer is None:
-        return None
-    a = answer.strip().strip("$").replace(" ", "").replace("\\left", "").replace("\\right", "")
-    a = a.replace("\\!", "").replace("dfrac", "frac").rstrip(".")
-    if a.replace(",", "").replace(".", "", 1).lstrip("-").isdigit():
-        a = a.replace(",", "")
-        if "." in a:
-            a = a.rstrip("0").rstrip(".")
-    return a
-
-
-def votes(answers: list[str | None], rewards) -> dict:
-    """Indices chosen by best reward, by majority and by reward-weighted vote."""
-    rewards = np.asarray(rewards, dtype=float)
-    keys = [normalize_answer(a) for a in answers]
-    count: dict[str, int] = defaultdict(int)
-    weight: dict[str, float] = defaultdict(float)
-    for k, r in zip(keys, rewards):
-        if k is not None:
-            count[k] += 1
-            weight[k] += r
-
-    def best_with(key):  # the highest-reward solution giving this answer
-        return max((i for i, k in enumerate(keys) if k == key), key=lambda i: rewards[i])
-
-    best = int(np.argmax(rewards))
-    if not count:
-        return {"best": best, "majority": best, "weighted": best}
-    majority = max(count, key=lambda k: (count[k], weight[k]))
-    weighted = max(weight, key=lambda k: (weight[k], count[k]))
-    return {"best": best, "majority": best_with(majority), "weighted": best_with(weighted)}
 
 
 def best_of_n(problem: str, models: Models, config: SearchConfig) -> SearchGenerator:
