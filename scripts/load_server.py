@@ -126,7 +126,7 @@ def overhead(args) -> dict:
     client = openai.OpenAI(base_url=url + "/v1", api_key=opts["api_key"] or "none", max_retries=0,
                            timeout=args.timeout)
     model = client.models.list().data[0].id
-    local, remote, inside, same = [], [], [], True
+    local, remote, inside, went_first, same = [], [], [], [], True
     try:
         def run_local(i, problem):
             t0 = time.perf_counter()
@@ -141,7 +141,8 @@ def overhead(args) -> dict:
         for i, problem in enumerate(problems[:args.warmup] + problems):  # warm-up runs are not counted
             # The side that goes first alternates, so a drift of the machine within a pair
             # (or a cost of going second) falls on both sides equally.
-            if i % 2 == 0:
+            first = "in_process" if i % 2 == 0 else "server"
+            if first == "in_process":
                 result, t_local = run_local(i, problem)
                 response, t_remote = run_remote(i, problem)
             else:
@@ -149,6 +150,7 @@ def overhead(args) -> dict:
                 result, t_local = run_local(i, problem)
             if i < args.warmup:
                 continue
+            went_first.append(first)
             local.append(t_local)
             remote.append(t_remote)
             inside.append(t_remote - response.model_extra["specs"]["stats"]["wall_seconds"])
@@ -164,6 +166,7 @@ def overhead(args) -> dict:
             "server_median_s": round(remote_median, 4), "overhead_ratio": round(ratio, 4),
             "per_problem_overhead_median": round(pair_ratio, 4),
             "per_problem_s": [[round(l, 4), round(r, 4)] for l, r in zip(local, remote)],
+            "per_problem_first": went_first,
             "outside_search_median_s": round(statistics.median(inside), 4), "same_texts": same,
             "budget": args.budget, "within_budget": ratio < args.budget}
 

@@ -465,6 +465,9 @@ def test_the_load_script_measures_the_overhead_against_an_in_process_loop(tiny_m
     assert len(pairs) == 3 and all(local > 0 and remote > 0 for local, remote in pairs)
     assert report["per_problem_overhead_median"] == pytest.approx(
         sorted(remote / local for local, remote in pairs)[1] - 1, abs=0.05)
+    # Which side goes first alternates, so going second costs both sides alike.
+    order = report["per_problem_first"]
+    assert set(order) == {"in_process", "server"} and all(a != b for a, b in zip(order, order[1:]))
 
 
 # -- the real pair ------------------------------------------------------------------
