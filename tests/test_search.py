@@ -153,14 +153,14 @@ def test_beam_runs_until_no_beam_is_live_and_answers_from_the_completed_pool(tin
     finally:
         s.close()
     for r in results:
-        pool = r.extra["completed_rewards"]
-        assert r.extra["completed_beams"] == len(pool)
+        pool = r.extra["pool_rewards"] if r.extra["completed_beams"] else []
+        assert r.extra["completed_beams"] == len(pool) or r.extra["live_beams"] == len(r.extra["pool_rewards"])
         if r.stop_reason == "eos":
             assert r.extra["live_beams"] == 0 and pool
         else:
             assert r.stop_reason == "max_steps" and len(r.steps) == config.max_steps
         if pool:  # the best that ended its turn; a beam cut at the step limit only if none did
-            ended = [reward for reward, end in zip(pool, r.extra["completed_ended"]) if end]
+            ended = [reward for reward, end in zip(pool, r.extra["pool_ended"]) if end]
             assert r.steps[-1].reward == max(ended or pool)
             assert r.steps[-1].ends_turn == bool(ended)
     # More beams complete than the n / M = 2 live slots (the old search stopped there).
@@ -168,17 +168,17 @@ def test_beam_runs_until_no_beam_is_live_and_answers_from_the_completed_pool(tin
 
 
 def test_beam_answers_by_best_last_reward_or_by_the_reward_weighted_vote():
-    from specs_local.search.beam import Beam, choose_beams
-    from specs_local.search.common import Step
+    from specs_local.search.beam import choose_answer
 
-    def beam(reward, ends=True):
-        return Beam(None, [Step(text="x", source="target", reward=reward, ends_turn=ends)])
-
-    pool = [beam(0.9), beam(0.6), beam(0.5), beam(0.95, ends=False)]
-    # 7 gathers 1.1 against 5's 0.9; a cut beam is best by reward only when none ended.
-    assert choose_beams(pool, ["5", "7", "7.0", None]) == {"best": 0, "weighted": 1}
-    assert choose_beams(pool, [None] * 4) == {"best": 0, "weighted": 0}  # no answer to vote on
-    assert choose_beams([], []) == {}
+    rewards = [0.9, 0.6, 0.5, 0.95, 0.1, 0.1, 0.1]
+    ended = [True, True, True, False, True, True, True]
+    # The best ended beam says 9; 7 gathers the most reward (1.1); 5 is said most often.
+    # A beam cut at the step limit (0.95) is best only when none ended.
+    assert choose_answer(["9", "7", "7.0", None, "5", "5", "5"], rewards, ended) == {
+        "best": 0, "weighted": 1, "majority": 4}
+    assert choose_answer([None] * 7, rewards, ended) == {"best": 0, "weighted": 0, "majority": 0}  # nothing to vote on
+    assert choose_answer(["1"], [0.2], [False]) == {"best": 0, "weighted": 0, "majority": 0}
+    assert choose_answer([], [], []) == {}
 
 
 def test_the_weighted_beam_answer_is_the_answer_with_most_reward(tiny_models):
@@ -199,7 +199,7 @@ def test_the_weighted_beam_answer_is_the_answer_with_most_reward(tiny_models):
         assert v.extra["pool_answers"] == d.extra["pool_answers"]  # the same search; only the pick differs
         assert v.answer == v.extra["answer_weighted"] and d.answer == d.extra["answer_best"]
         sums = {}
-        for answer, reward in zip(v.extra["pool_answers"], v.extra["completed_rewards"]):
+        for answer, reward in zip(v.extra["pool_answers"], v.extra["pool_rewards"]):
             if answer is not None:
                 sums[normalize_answer(answer)] = sums.get(normalize_answer(answer), 0.0) + reward
         assert sums and sums[normalize_answer(v.answer)] == max(sums.values())

@@ -100,27 +100,31 @@ def beam_search(problem: str, models: Models, config: SearchConfig, role: str = 
         reward.reset()
     pool = completed or beams
     answers = [extract_boxed("".join(s.text for s in b.steps)) for b in pool]
-    chosen = choose_beams(pool, answers)
+    rewards, ended = [b.last_reward for b in pool], [b.ends_turn for b in pool]
+    chosen = choose_answer(answers, rewards, ended)
     answer = pool[chosen[config.beam_answer]] if pool else Beam(None, [])
     for step in answer.steps:
         yield step
-    extra = {"completed_beams": len(completed), "completed_rewards": [b.last_reward for b in completed],
-             "completed_ended": [b.ends_turn for b in completed], "live_beams": len(beams),
-             "pool_answers": answers, **{f"answer_{how}": answers[i] for how, i in chosen.items()}}
+    extra = {"completed_beams": len(completed), "live_beams": len(beams), "pool_answers": answers,
+             "pool_rewards": rewards, "pool_ended": ended,
+             **{f"answer_{how}": answers[i] for how, i in chosen.items()}}
     return tracker.result(answer.steps, stop_reason, extra=extra)
 
 
-def choose_beams(pool: list[Beam], answers: list[str | None]) -> dict[str, int]:
-    """Which beam of the pool each rule answers with: "best", the best last reward
-    among beams that ended their turn (a beam cut at the step-length limit is
-    usually unfinished); "weighted", the best beam of the answer whose beams' last
-    rewards sum highest (search-and-learn's weighted best-of-N over the beams)."""
-    if not pool:
+def choose_answer(answers: list[str | None], rewards: list[float], ended: list[bool]) -> dict[str, int]:
+    """Which beam of the pool (its answers, last rewards, whether each ended its
+    turn) each rule answers with: "best", the best last reward among beams that
+    ended their turn (a beam cut at the step-length limit is usually unfinished);
+    "weighted", the best beam of the answer whose beams' last rewards sum highest
+    (search-and-learn's weighted best-of-N over the beams); "majority", the most
+    frequent answer's best beam."""
+    if not answers:
         return {}
-    best = max(range(len(pool)), key=lambda i: (pool[i].ends_turn, pool[i].last_reward))
+    best = max(range(len(answers)), key=lambda i: (ended[i], rewards[i]))
     if not any(answers):
-        return {"best": best, "weighted": best}
-    return {"best": best, "weighted": votes(answers, [b.last_reward for b in pool])["weighted"]}
+        return {"best": best, "weighted": best, "majority": best}
+    chosen = votes(answers, rewards)
+    return {"best": best, "weighted": chosen["weighted"], "majority": chosen["majority"]}
 
 
 def _score_by_parent(problem, reward, parents: list[Beam], kids, gens) -> np.ndarray:
