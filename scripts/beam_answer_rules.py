@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from specs_local.answers import grade_many
-from specs_local.batch import read_log
+from specs_local.output_log import read_log
 from specs_local.search.beam import choose_answer
 
 RULES = ("best", "weighted", "majority")

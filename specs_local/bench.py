@@ -14,7 +14,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TextIO
 
-from .batch import OutputLog, Problem, read_log, solve_record
+from .batch import Problem, solve_record
+from .output_log import OutputLog, read_log
 from .errors import SpecsError
 
 

@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from .answers import extract_boxed, grade
-from .batch import OutputLog, Problem, read_log
+from .batch import Problem
+from .output_log import OutputLog, read_log
 from .calculator import check_step
 from .engine import Model, Sequence
 from .errors import SpecsError

@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from specs_local.answers import extract_boxed
-from specs_local.batch import OutputLog, Progress, format_summary, read_log, read_problems, run_batch
+from specs_local.batch import Progress, format_summary, read_problems, run_batch
 from specs_local.errors import SpecsError
+from specs_local.output_log import OutputLog, read_log
 
 REPO = Path(__file__).resolve().parents[1]
 
