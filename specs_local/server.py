@@ -38,7 +38,7 @@ from .answers import extract_boxed
 from .errors import Cancelled, SpecsError
 from .rewards import solution_prompt
 from .search import ALIASES, STRATEGIES, SearchConfig, SearchResult, Step
-from .search.common import search_stats
+from .search.common import BEAM_ANSWERS, search_stats
 from .solver import Solver, sequences_needed
 
 MAX_BODY = 1 << 20  # bytes; a problem is a few KB, and the context bounds it in tokens anyway
@@ -66,7 +66,7 @@ class Specs(BaseModel):
     method: Literal[METHODS] | None = None
     n: int | None = Field(None, ge=1, le=64)
     beam_width: int | None = Field(None, ge=1, le=64)
-    beam_answer: Literal["best", "weighted"] | None = None
+    beam_answer: Literal[BEAM_ANSWERS] | None = None
     beta: float | None = None
     tau_reject: float | None = None
     tau_switch: float | None = None

@@ -77,6 +77,7 @@ def test_config_file_sets_flags_and_flags_win(models_args, tmp_path):
         (["solve", "   "], "the problem is empty"),
         (["solve", "x", "--target", "/nope/model.gguf"], "target model not found"),
         (["solve", "x", "--method", "magic"], "Invalid value for '--method'"),
+        (["solve", "x", "--beam-answer", "vote"], "Invalid value for '--beam-answer'"),
         (["solve", "--file", "/nope/problem.txt"], "cannot read"),
         (["--config", "/nope/config.toml", "solve", "x"], "config file not found"),
         (["solve", "add one " * 400, "--ctx", "256"], "the context holds 256 (raise --ctx)"),
@@ -87,6 +88,14 @@ def test_bad_input_is_one_line_and_nonzero(args, message, models_args):
     assert result.exit_code != 0
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+def test_the_cli_spells_the_methods_and_beam_answers_the_searches_have():
+    from specs_local import cli
+    from specs_local.search import ALIASES, STRATEGIES
+    from specs_local.search.common import BEAM_ANSWERS
+
+    assert sorted(cli.METHODS) == sorted({*STRATEGIES, *ALIASES}) and cli.BEAM_ANSWERS == BEAM_ANSWERS
 
 
 def test_gpu_offload_asked_of_a_build_without_it_warns(models_args):

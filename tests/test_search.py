@@ -181,6 +181,11 @@ def test_beam_answers_by_best_last_reward_or_by_the_reward_weighted_vote():
     assert choose_answer([], [], []) == {}
 
 
+def test_an_unknown_beam_answer_rule_is_refused_before_any_search():
+    with pytest.raises(SpecsError, match="unknown beam answer rule 'vote'; choose one of best, weighted, majority"):
+        CONFIG.with_(beam_answer="vote")
+
+
 def test_the_weighted_beam_answer_is_the_answer_with_most_reward(tiny_models):
     """On boxed-digit solutions (real llama.cpp): the answer given is the one whose
     completed beams' rewards sum highest (here the rewards tie, so it is the most

@@ -262,6 +262,7 @@ BODY = {"model": "target", "messages": user("What is 2 + 2?")}
     ({**BODY, "specs": {"n": 0}}, 400, "invalid_value", "specs.n"),
     ({**BODY, "specs": {"n": 9}}, 400, "invalid_value", "n up to 8"),
     ({**BODY, "specs": {"method": "magic"}}, 400, "invalid_value", "specs.method"),
+    ({**BODY, "specs": {"beam_answer": "vote"}}, 400, "invalid_value", "specs.beam_answer"),
     ({**BODY, "specs": {"tau_rejct": 5}}, 400, "invalid_value", "specs.tau_rejct: unknown search parameter"),
     ({**BODY, "specs": {"max_steps": -3}}, 400, "invalid_value", "specs.max_steps"),
     ({**BODY, "specs": 5}, 400, "invalid_value", "specs"),

@@ -27,7 +27,9 @@ try:
 except ModuleNotFoundError:  # Python < 3.11
     import tomli as tomllib
 
+# Spelled out, not imported from search/, so that `--help` does not load llama.cpp (a test keeps them equal).
 METHODS = ["specs", "beam", "beam-target", "beam-draft", "best-of-n", "rsd", "greedy", "greedy-target", "greedy-draft"]
+BEAM_ANSWERS = ("best", "weighted", "majority")
 COMMANDS_WITH_SEARCH_FLAGS = ("solve", "batch", "bench", "eval-reward", "serve")
 
 
@@ -78,8 +80,9 @@ def search_options(func):
         click.option("--method", type=click.Choice(METHODS), default="specs", show_default=True),
         click.option("--n", type=click.IntRange(1, 64), default=None, help="Candidates per step (beam: in total). [4]"),
         click.option("--beam-width", type=click.IntRange(1, 64), default=None, help="Beam search: candidates per kept prefix. [2]"),
-        click.option("--beam-answer", type=click.Choice(["best", "weighted"]), default=None,
-                     help="Beam search: answer with the completed beam of best last reward, or the reward-weighted vote. [best]"),
+        click.option("--beam-answer", type=click.Choice(BEAM_ANSWERS), default=None,
+                     help="Beam search: answer with the completed beam of best last reward, the reward-weighted "
+                          "vote, or the majority. [best]"),
         click.option("--temperature", type=click.FloatRange(0), default=None, help="Sampling and selection temperature."),
         click.option("--beta", type=float, default=None, help="SPECS: weight of the reward in the score."),
         click.option("--tau-reject", type=float, default=None, help="SPECS: drafts scoring at or below are rejected."),

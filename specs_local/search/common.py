@@ -19,6 +19,9 @@ from ..rewards import solution_prompt
 from ..sampling import SamplerParams
 
 
+BEAM_ANSWERS = ("best", "weighted", "majority")  # how beam search picks its answer among completed beams
+
+
 @dataclass(frozen=True)
 class SearchConfig:
     n: int = 4  # candidates per step (beam: in total)
@@ -40,6 +43,11 @@ class SearchConfig:
     # a reward that cannot tell the samples apart falls back on the target's own best guess
     greedy_candidate: bool = False
     system_prompt: str | None = None  # replaces the policy's system prompt (rewards keep their own)
+
+    def __post_init__(self) -> None:
+        # checked here, not where the beam search ends: a typo must not cost a whole search
+        if self.beam_answer not in BEAM_ANSWERS:
+            raise SpecsError(f"unknown beam answer rule {self.beam_answer!r}; choose one of {', '.join(BEAM_ANSWERS)}")
 
     def with_(self, **changes) -> "SearchConfig":
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
