@@ -21,8 +21,7 @@ from pathlib import Path
 from specs_local.answers import grade_many
 from specs_local.output_log import read_log
 from specs_local.search.beam import choose_answer
-
-RULES = ("best", "weighted", "majority")
+from specs_local.search.common import BEAM_ANSWERS
 
 
 def sign_test(wins: int, losses: int) -> float:
@@ -65,7 +64,7 @@ def main(argv=None) -> int:
         rows.append({"id": r["id"], "pool": len(answers), "pool_correct": sum(correct),
                      **{rule: bool(correct[i]) for rule, i in chosen.items()},
                      "recorded_answer_is_best": r["answer"] == answers[chosen["best"]]})
-    summary = {rule: sum(row[rule] for row in rows) for rule in RULES}
+    summary = {rule: sum(row[rule] for row in rows) for rule in BEAM_ANSWERS}
     summary["any_beam_right"] = sum(row["pool_correct"] > 0 for row in rows)
     wins = sum(row["weighted"] and not row["best"] for row in rows)
     losses = sum(row["best"] and not row["weighted"] for row in rows)
@@ -74,7 +73,7 @@ def main(argv=None) -> int:
            "mean_pool": round(sum(row["pool"] for row in rows) / len(rows), 2), "problems_detail": rows}
     (args.run / "beam-answer-rules.json").write_text(json.dumps(out, indent=1) + "\n")
     print(f"{args.method} on {len(rows)} problems of {args.run} (mean pool {out['mean_pool']} completed beams)")
-    for rule in (*RULES, "any_beam_right"):
+    for rule in (*BEAM_ANSWERS, "any_beam_right"):
         print(f"  {rule:15s} {summary[rule]}/{len(rows)}")
     print(f"  weighted right where best is wrong: {wins}; the reverse: {losses} (sign test p = {sign_test(wins, losses):.3f})")
     if not all(row["recorded_answer_is_best"] for row in rows):

@@ -137,8 +137,9 @@ def normalize_answer(answer: str | None) -> str | None:
 
 
 def votes(answers: list[str | None], rewards: Sequence[float]) -> dict[str, int]:
-    """Indices chosen by best reward, by majority and by reward-weighted vote
-    (ties go to the earlier index, then to the other count)."""
+    """Indices chosen by best reward, by majority and by reward-weighted vote.
+    Equal rewards go to the earlier index; a tie in count is broken by reward
+    summed, a tie in reward summed by count."""
     rewards = [float(r) for r in rewards]
     keys = [normalize_answer(a) for a in answers]
     count: dict[str, int] = defaultdict(int)

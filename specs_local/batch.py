@@ -25,7 +25,6 @@ from typing import TextIO
 
 from specs_local.answers import grade
 from specs_local.errors import SpecsError
-
 from specs_local.output_log import OutputLog, Record, record_id
 Solve = Callable[[str], Record]
 Note = Callable[[str], None]  # prints one line of its own beside the progress line

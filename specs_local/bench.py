@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import TextIO
 
 from .batch import Problem, solve_record
-from .output_log import OutputLog, read_log
 from .errors import SpecsError
+from .output_log import OutputLog, read_log
 
 
 def rotated(methods: list[str], index: int) -> list[str]:

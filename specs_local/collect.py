@@ -29,10 +29,10 @@ import numpy as np
 
 from .answers import extract_boxed, grade
 from .batch import Problem
-from .output_log import OutputLog, read_log
 from .calculator import check_step
 from .engine import Model, Sequence
 from .errors import SpecsError
+from .output_log import OutputLog, read_log
 from .probe import SOLUTION_LOGPROB
 from .search.common import SearchConfig, sampler, start
 

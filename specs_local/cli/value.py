@@ -144,9 +144,9 @@ def collect(input_path, output_path, k, layers, limit, offset, no_draft, mc_roll
     record, for every step, the target's hidden state and whether its solution
     ends correct. Never collect on a benchmark set you report on."""
     from ..batch import read_problems
-    from ..output_log import OutputLog
     from ..collect import MonteCarlo
     from ..collect import collect as run_collect
+    from ..output_log import OutputLog
     from ..presets import resolve
 
     try:
@@ -251,10 +251,10 @@ def replay(source_path, output_path, layers, limit, progress, **opts):
     feeding their text through the target: other layers, or a features file that
     was not kept, without sampling anything. Needs only COLLECTION's JSONL and
     .meta.json, and the target it was collected with."""
-    from ..output_log import OutputLog, read_log
     from ..collect import output_paths
     from ..collect import replay as run_replay
     from ..engine import Model
+    from ..output_log import OutputLog, read_log
     from ..presets import known_sha256, resolve
 
     source_meta_path = output_paths(source_path)[1]

@@ -11,7 +11,8 @@ over beams cut at the step-length limit (search-and-learn's per-step limit is
 2048 tokens, ours 256, so a cut beam is usually an unfinished solution); with
 none completed, the best live beam. With ``beam_answer="weighted"`` the answer
 is instead the one whose completed beams' last rewards sum highest, given by its
-best beam (search-and-learn's weighted best-of-N over the completed beams).
+best beam (search-and-learn's weighted best-of-N over the completed beams); with
+``"majority"``, the most frequent answer.
 ``beam-target`` is the baseline SPECS must beat on latency at equal accuracy.
 """
 from __future__ import annotations

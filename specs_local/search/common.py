@@ -26,8 +26,8 @@ BEAM_ANSWERS = ("best", "weighted", "majority")  # how beam search picks its ans
 class SearchConfig:
     n: int = 4  # candidates per step (beam: in total)
     beam_width: int = 2  # beam search: candidates per kept prefix
-    # beam search's answer: the completed beam with the best last reward ("best"), or
-    # the answer with the most reward summed over completed beams ("weighted")
+    # beam search's answer: the completed beam with the best last reward ("best"), the
+    # answer with the most reward summed over completed beams ("weighted"), or the most frequent
     beam_answer: str = "best"
     temperature: float = 0.7  # generation and selection temperature
     top_p: float = 1.0
