@@ -76,16 +76,24 @@ def _open_logs(out_dir: Path, methods: list[str], retry_errors: bool = False) ->
     return logs
 
 
+def _stamped(record: dict, revision: str | None) -> dict:
+    """The record with the revision of the code that made it (the report names it, not
+    whatever the checkout holds when the report is rebuilt)."""
+    return record if revision is None else {**record, "revision": revision}
+
+
 def _by_method(logs: dict[str, OutputLog], problems: list[Problem]) -> dict[str, list[dict]]:
     return {m: [log.records[p.id] for p in problems if p.id in log] for m, log in logs.items()}
 
 
 def run_bench(problems: list[Problem], methods: list[str], out_dir: Path, solve, *, progress: bool = True,
-              trace: bool = False, out: TextIO = sys.stderr, retry_errors: bool = False) -> dict[str, list[dict]]:
+              trace: bool = False, out: TextIO = sys.stderr, retry_errors: bool = False,
+              revision: str | None = None) -> dict[str, list[dict]]:
     """Run every (problem, method) pair not yet on disk; return the records by method.
 
     ``solve(text, method) -> result dict``; ``trace`` keeps every step in the records;
-    ``retry_errors`` runs again the pairs whose record is an error."""
+    ``retry_errors`` runs again the pairs whose record is an error; ``revision`` (the
+    code's, read before the first problem) is written into each new record."""
     logs = _open_logs(out_dir, methods, retry_errors)
     bar = BenchProgress(len(problems), methods, out)
     try:
@@ -97,6 +105,7 @@ def run_bench(problems: list[Problem], methods: list[str], out_dir: Path, solve,
                 if progress:
                     bar.show(f"{problem.id}: {method}")
                 record = solve_record(problem, lambda text, m=method: solve(text, m), method=method, trace=trace)
+                record = _stamped(record, revision)
                 logs[method].append(record)
                 bar.count(record)
             bar.done = index + 1
@@ -114,7 +123,8 @@ def bench_tasks(problems: list[Problem], methods: list[str], logs: dict[str, Out
 
 
 def run_bench_tasks(problems: list[Problem], methods: list[str], out_dir: Path, produce, *, progress: bool = True,
-                    out: TextIO = sys.stderr, detail=None, retry_errors: bool = False) -> dict[str, list[dict]]:
+                    out: TextIO = sys.stderr, detail=None, retry_errors: bool = False,
+                    revision: str | None = None) -> dict[str, list[dict]]:
     """``run_bench`` with the solving handed to ``produce(tasks, note) -> records`` (a Ray cluster).
 
     The records come back in any order; only this loop writes them, each to its
@@ -127,6 +137,7 @@ def run_bench_tasks(problems: list[Problem], methods: list[str], out_dir: Path, 
             log = logs[record["method"]]
             if record["id"] in log:
                 continue
+            record = _stamped(record, revision)
             log.append(record)
             bar.count(record)
             bar.done = sum(all(p.id in logs[m] for m in methods) for p in problems)
@@ -158,7 +169,7 @@ def report(records_by_method: dict[str, list[dict]], out_dir: Path, *, command: 
     beam-target ratio the cost model predicts there from these runs' steps."""
     from .costmodel import predict_latencies, predict_ratio_on, priced_by_shape, speculation_ratio
     from .profiling import machine_name
-    from .report import finished_records, git_revision, summarize_methods, write_report
+    from .report import finished_records, git_revision, revisions_that_ran, summarize_methods, write_report
 
     predictions = predict_latencies(records_by_method, profile) if profile is not None else None
     summary = summarize_methods(records_by_method, baseline="beam-target", predictions=predictions)
@@ -188,7 +199,9 @@ def report(records_by_method: dict[str, list[dict]], out_dir: Path, *, command: 
                      "KV cells it read; the others predate that accounting and are predicted from generation "
                      "batches and prefill tokens alone.")
     summary["notes"] = notes
-    write_report(summary, out_dir, command=command, machine=machine_name(), revision=git_revision(),
+    ran, now = revisions_that_ran(records_by_method), git_revision()
+    revision = ran if ran == now else f"{ran} (report written at {now})"
+    write_report(summary, out_dir, command=command, machine=machine_name(), revision=revision,
                  date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), notes=notes)
     return summary
 

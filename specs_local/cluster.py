@@ -356,14 +356,16 @@ def run_cluster_batch(problems: Sequence[Problem], output_path, opts: dict, opti
 
 def run_cluster_bench(problems: list[Problem], methods: list[str], out_dir: Path, opts: dict,
                       options: ClusterOptions, *, trace: bool = False, progress: bool = True,
-                      out=sys.stderr, retry_errors: bool = False) -> dict[str, list[dict]]:
-    """``run_bench`` on a Ray cluster: every (problem, method) pair is one task."""
+                      out=sys.stderr, retry_errors: bool = False,
+                      revision: str | None = None) -> dict[str, list[dict]]:
+    """``run_bench`` on a Ray cluster: every (problem, method) pair is one task; ``revision``
+    is the driver's (the workers of a local cluster run its checkout)."""
     with worker_pool(opts, options) as pool:
         def produce(tasks: list[Task], note: Note) -> Iterator[Record]:
             return cluster_records(tasks, pool, trace=trace, note=note)
 
         return run_bench_tasks(problems, methods, out_dir, produce, progress=progress, out=out,
-                               detail=pool.describe, retry_errors=retry_errors)
+                               detail=pool.describe, retry_errors=retry_errors, revision=revision)
 
 
 def run_cluster_collect(problems: list[Problem], output_path, meta: dict, opts: dict, options: ClusterOptions, *,

@@ -44,6 +44,19 @@ def git_revision(root: Path | None = None) -> str:
     return head.stdout.strip() + ("+dirty" if status.returncode == 0 and status.stdout.strip() else "")
 
 
+def revisions_that_ran(records_by_method: dict[str, list[dict]]) -> str:
+    """The revision(s) the records were made with, as the bench stamped them: one revision
+    where all agree, else each with the methods it ran ("unrecorded" for records from
+    before the stamp)."""
+    methods_by_revision: dict[str, list[str]] = {}
+    for method, records in records_by_method.items():
+        for revision in dict.fromkeys(r.get("revision", "unrecorded") for r in records):
+            methods_by_revision.setdefault(revision, []).append(method)
+    if len(methods_by_revision) <= 1:
+        return next(iter(methods_by_revision), "none (no records)")
+    return "; ".join(f"{revision} ({', '.join(methods)})" for revision, methods in methods_by_revision.items())
+
+
 # ---------------------------------------------------------------- statistics
 
 

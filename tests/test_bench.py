@@ -122,3 +122,24 @@ def test_retry_errors_runs_again_the_pairs_whose_record_is_an_error(tiny_models,
     assert records[-1]["answer"] == second["answer"]  # greedy decoding: the same record again
     assert json.loads((out / "report.json").read_text())["methods"]["greedy-target"]["errors"] == 0
 
+
+
+def test_a_rebuilt_report_names_the_code_that_made_the_records(tiny_models, data_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("SPECS_LOCAL_HOME", str(tmp_path / "home"))
+    from specs_local.report import git_revision
+
+    out = tmp_path / "run"
+    args = ["bench", str(data_dir / "gsm8k.jsonl"), "--limit", "2", "--methods", "greedy-target", "--out", str(out),
+            "--target", str(tiny_models["target"]), "--reward-kind", "calculator", "--max-steps", "2",
+            "--max-step-tokens", "6", "--threads", "1", "--no-progress"]
+    assert CliRunner().invoke(main, args, catch_exceptions=False).exit_code == 0
+    log = out / "greedy-target.jsonl"
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    now = git_revision()
+    assert [r["revision"] for r in records] == [now, now]
+    assert f"- git revision: {now}\n" in (out / "report.md").read_text()
+    # The same records as an older commit made them, the report rebuilt from the checkout of today.
+    log.write_text("".join(json.dumps({**r, "revision": "abc1234"}) + "\n" for r in records))
+    assert CliRunner().invoke(main, args + ["--report-only"], catch_exceptions=False).exit_code == 0
+    assert f"- git revision: abc1234 (report written at {now})\n" in (out / "report.md").read_text()
+    assert json.loads((out / "report.json").read_text())["revision"] == f"abc1234 (report written at {now})"

@@ -15,6 +15,7 @@ from specs_local.report import (
     bootstrap_median_ratio,
     git_revision,
     latency_verdict,
+    revisions_that_ran,
     summarize_methods,
     wilson_interval,
     write_report,
@@ -256,3 +257,11 @@ def test_the_revision_says_when_the_code_that_ran_is_not_committed(tmp_path):
     assert git_revision(tmp_path) == head
     (tmp_path / "code.py").write_text("x = 2\n")
     assert git_revision(tmp_path) == head + "+dirty"
+
+
+def test_the_report_names_the_revision_each_method_ran_with():
+    made = {"specs": [{"revision": "120a41f"}, {"revision": "120a41f"}],
+            "beam-target": [{"revision": "4ce8234"}], "greedy-target": [{"revision": "4ce8234"}, {}]}
+    assert revisions_that_ran({"specs": made["specs"], "beam-target": [{"revision": "120a41f"}]}) == "120a41f"
+    assert revisions_that_ran(made) == ("120a41f (specs); 4ce8234 (beam-target, greedy-target); "
+                                        "unrecorded (greedy-target)")

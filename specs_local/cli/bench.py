@@ -54,6 +54,7 @@ def bench(data, methods, out_dir, limit, offset, report_only, predict_on, model_
     """Compare methods on the problems in DATA (JSONL with id/problem/answer), models loaded once."""
     from ..batch import read_problems
     from ..bench import read_records, report, run_bench
+    from ..report import git_revision
 
     method_list = parse_methods(methods)
     cluster = cluster_options(ray, workers, gpus_per_worker, opts)
@@ -68,6 +69,7 @@ def bench(data, methods, out_dir, limit, offset, report_only, predict_on, model_
 
     others = [load_profile(p) for p in predict_on]
     mapping = dict(pair.split("=", 1) for pair in model_map.split(",")) if model_map else None
+    revision = git_revision()  # before any problem runs: the code that solves them
     if report_only:
         records = read_records(out_dir, method_list, problems)
         files = model_files(records)
@@ -76,7 +78,7 @@ def bench(data, methods, out_dir, limit, offset, report_only, predict_on, model_
         from ..cluster import run_cluster_bench, worker_options
 
         records = run_cluster_bench(problems, method_list, out_dir, opts, cluster, trace=trace, progress=progress,
-                                    retry_errors=retry_errors)
+                                    retry_errors=retry_errors, revision=revision)
         engine = worker_options(opts, cluster)  # the threads and offload the workers ran with
         files = model_files(records)
         profile = find_profile(files, engine["threads"], engine["n_gpu_layers"]) if files else None
@@ -84,7 +86,7 @@ def bench(data, methods, out_dir, limit, offset, report_only, predict_on, model_
         solver = build_solver(opts, progress=progress)
         records = run_bench(problems, method_list, out_dir,
                             lambda text, method: solver.solve(text, method=method).to_dict(), progress=progress,
-                            trace=trace, retry_errors=retry_errors)
+                            trace=trace, retry_errors=retry_errors, revision=revision)
         files = [m.name for m in solver.models.distinct().values()]
         profile = find_profile(files, opts["threads"], opts["n_gpu_layers"])
     report(records, out_dir, command=command, profile=profile, other_profiles=others, model_map=mapping)
