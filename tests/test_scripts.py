@@ -1,0 +1,45 @@
+"""The analysis scripts under scripts/, run as a user runs them, on records in the bench's format."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def _step(source: str, *, deferred: bool = False, reward: float = 0.5) -> dict:
+    return {"text": f"a {source} step\n\n", "source": source, "reward": reward, "deferred": deferred,
+            "score": 3.5 if source == "draft" else None}
+
+
+def _record(pid: str, method: str, correct: bool, steps: list[dict] | None = None) -> dict:
+    record = {"id": pid, "method": method, "answer": "1" if correct else "2", "gold": "1", "correct": correct}
+    if steps is not None:
+        record["trace"] = {"steps": steps, "text": "".join(s["text"] for s in steps)}
+    return record
+
+
+def test_specs_traces_splits_problems_by_accepted_drafts_and_lists_the_lost_ones(tmp_path):
+    specs = [_record("p1", "specs", False, [_step("target"), _step("target", deferred=True)]),
+             _record("p2", "specs", True, [_step("target"), _step("draft", reward=0.8)]),
+             _record("p3", "specs", False, [_step("target"), _step("draft", reward=0.7)])]
+    greedy = [_record("p1", "greedy-target", True), _record("p2", "greedy-target", True),
+              _record("p3", "greedy-target", False)]
+    for name, records in (("specs", specs), ("greedy-target", greedy)):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "specs_traces.py"), str(tmp_path), "--show-lost"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert "| target only | 1 | 0 | 1 |" in lines and "| with drafts | 2 | 1 | 1 |" in lines
+    assert "accepted draft steps: 2; problems SPECS lost that another method solved: 1" in lines
+    assert any(line.startswith("- p1 (target only, TT*): specs 2, gold 1; right: greedy-target") for line in lines)
+    assert not any(line.startswith("- p3") for line in lines)  # lost by every method
+
+
+def test_specs_traces_refuses_an_untraced_run_in_one_line(tmp_path):
+    (tmp_path / "specs.jsonl").write_text(json.dumps(_record("p1", "specs", True)) + "\n")
+    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "specs_traces.py"), str(tmp_path)],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 1 and run.stderr.count("\n") == 1 and "no traced specs records" in run.stderr
