@@ -9,10 +9,11 @@ same command resumes where it stopped. The report is rebuilt from those files.
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TextIO
+from typing import Iterator, TextIO
 
 from .batch import Problem, solve_record
 from .errors import SpecsError
@@ -61,19 +62,23 @@ class BenchProgress:
         self.out.flush()
 
 
-def _open_logs(out_dir: Path, methods: list[str], retry_errors: bool = False) -> dict[str, OutputLog]:
+@contextmanager
+def _open_logs(out_dir: Path, methods: list[str], problems: list[Problem], out: TextIO,
+               retry_errors: bool = False) -> Iterator[tuple[dict[str, OutputLog], BenchProgress]]:
+    """Each method's log, locked, and a progress bar that has counted what they hold; closed on exit."""
     if not methods:
         raise SpecsError("no methods to bench")
     out_dir.mkdir(parents=True, exist_ok=True)
     logs: dict[str, OutputLog] = {}
-    try:
+    try:  # one log refused (another run's, or not ours) lets go of those already locked
         for m in methods:
             logs[m] = OutputLog(out_dir / f"{m}.jsonl", retry_errors=retry_errors)
-    except BaseException:  # one refused (another run's, or not ours): let go of those already locked
+        bar = BenchProgress(len(problems), methods, out)
+        bar.count_logs(logs)
+        yield logs, bar
+    finally:
         for log in logs.values():
             log.close()
-        raise
-    return logs
 
 
 def _stamped(record: dict, revision: str | None) -> dict:
@@ -94,10 +99,7 @@ def run_bench(problems: list[Problem], methods: list[str], out_dir: Path, solve,
     ``solve(text, method) -> result dict``; ``trace`` keeps every step in the records;
     ``retry_errors`` runs again the pairs whose record is an error; ``revision`` (the
     code's, read before the first problem) is written into each new record."""
-    logs = _open_logs(out_dir, methods, retry_errors)
-    bar = BenchProgress(len(problems), methods, out)
-    try:
-        bar.count_logs(logs)
+    with _open_logs(out_dir, methods, problems, out, retry_errors) as (logs, bar):
         for index, problem in enumerate(problems):
             for method in rotated(methods, index):
                 if problem.id in logs[method]:
@@ -112,9 +114,6 @@ def run_bench(problems: list[Problem], methods: list[str], out_dir: Path, solve,
             if progress:
                 bar.show()
         return _by_method(logs, problems)
-    finally:
-        for log in logs.values():
-            log.close()
 
 
 def bench_tasks(problems: list[Problem], methods: list[str], logs: dict[str, OutputLog]) -> list[tuple[Problem, str]]:
@@ -129,10 +128,7 @@ def run_bench_tasks(problems: list[Problem], methods: list[str], out_dir: Path, 
 
     The records come back in any order; only this loop writes them, each to its
     method's file, and one already on disk is dropped. ``detail()`` adds to the status."""
-    logs = _open_logs(out_dir, methods, retry_errors)
-    bar = BenchProgress(len(problems), methods, out)
-    try:
-        bar.count_logs(logs)
+    with _open_logs(out_dir, methods, problems, out, retry_errors) as (logs, bar):
         for record in produce(bench_tasks(problems, methods, logs), bar.note):
             log = logs[record["method"]]
             if record["id"] in log:
@@ -146,9 +142,6 @@ def run_bench_tasks(problems: list[Problem], methods: list[str], out_dir: Path, 
         if progress:
             bar.show()
         return _by_method(logs, problems)
-    finally:
-        for log in logs.values():
-            log.close()
 
 
 def read_records(out_dir: Path, methods: list[str], problems: list[Problem]) -> dict[str, list[dict]]:
@@ -169,7 +162,8 @@ def report(records_by_method: dict[str, list[dict]], out_dir: Path, *, command: 
     beam-target ratio the cost model predicts there from these runs' steps."""
     from .costmodel import predict_latencies, predict_ratio_on, priced_by_shape, speculation_ratio
     from .profiling import machine_name
-    from .report import finished_records, git_revision, revisions_that_ran, summarize_methods, write_report
+    from .report import (finished_records, git_revision, revisions_that_ran, settings_that_ran, summarize_methods,
+                         write_report)
 
     predictions = predict_latencies(records_by_method, profile) if profile is not None else None
     summary = summarize_methods(records_by_method, baseline="beam-target", predictions=predictions)
@@ -202,6 +196,7 @@ def report(records_by_method: dict[str, list[dict]], out_dir: Path, *, command: 
     ran, now = revisions_that_ran(records_by_method), git_revision()
     revision = ran if ran == now else f"{ran} (report written at {now})"
     write_report(summary, out_dir, command=command, machine=machine_name(), revision=revision,
+                 settings=settings_that_ran(records_by_method),
                  date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), notes=notes)
     return summary
 
