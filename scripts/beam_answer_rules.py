@@ -14,22 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
 from specs_local.answers import grade_many
 from specs_local.output_log import read_log
+from specs_local.report import sign_test
 from specs_local.search.beam import choose_answer
 from specs_local.search.common import BEAM_ANSWERS
-
-
-def sign_test(wins: int, losses: int) -> float:
-    """Two-sided exact sign test: the chance of a split this uneven if either rule wins a discordant problem at 1/2."""
-    n, k = wins + losses, min(wins, losses)
-    if n == 0:
-        return 1.0
-    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n)
 
 
 def pool_of(record: dict) -> tuple[list, list[float], list[bool]]:

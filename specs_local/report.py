@@ -71,6 +71,15 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def sign_test(wins: int, losses: int) -> float:
+    """Two-sided exact sign test over paired problems: the chance of a split of the discordant
+    ones (right under one side only) at least this uneven if each side wins one at 1/2."""
+    n, k = wins + losses, min(wins, losses)
+    if n == 0:
+        return 1.0
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n)
+
+
 def bootstrap_median_ratio(ratios: Sequence[float], *, seed: int = 0, resamples: int = 2000) -> tuple[float, float, float]:
     """The median of ``ratios`` and its 95% percentile-bootstrap interval."""
     values = np.asarray(ratios, dtype=float)

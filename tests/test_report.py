@@ -16,6 +16,7 @@ from specs_local.report import (
     git_revision,
     latency_verdict,
     revisions_that_ran,
+    sign_test,
     summarize_methods,
     wilson_interval,
     write_report,
@@ -33,6 +34,13 @@ def test_wilson_interval_known_values():
     assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(0, 10)[1] == pytest.approx(0.278, abs=5e-4)
     assert wilson_interval(10, 10)[1] == 1.0
     assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_sign_test_known_values():
+    assert sign_test(10, 3) == pytest.approx(2 * (1 + 13 + 78 + 286) / 2 ** 13)  # 0.092
+    assert sign_test(3, 10) == sign_test(10, 3)
+    assert sign_test(6, 0) == pytest.approx(2 / 64)
+    assert sign_test(5, 5) == 1.0 and sign_test(0, 0) == 1.0
 
 
 def test_bootstrap_is_deterministic_and_brackets_the_median():

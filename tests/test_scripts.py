@@ -43,3 +43,33 @@ def test_specs_traces_refuses_an_untraced_run_in_one_line(tmp_path):
     run = subprocess.run([sys.executable, str(ROOT / "scripts" / "specs_traces.py"), str(tmp_path)],
                          capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 1 and run.stderr.count("\n") == 1 and "no traced specs records" in run.stderr
+
+
+def _write_run(folder, records_by_method: dict[str, list[dict]]):
+    folder.mkdir()
+    for method, records in records_by_method.items():
+        (folder / f"{method}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return folder
+
+
+def test_pool_runs_lets_a_later_folder_replace_a_method_and_pairs_the_methods(tmp_path):
+    old = _write_run(tmp_path / "old", {
+        "specs": [_record("p1", "specs", False), _record("p2", "specs", False)],
+        "greedy-target": [_record("p1", "greedy-target", True), _record("p2", "greedy-target", False),
+                          _record("p3", "greedy-target", True)]})
+    error = {"id": "p3", "method": "specs", "answer": None, "gold": "1", "correct": False, "error": "boom"}
+    new = _write_run(tmp_path / "new", {"specs": [_record("p1", "specs", True), _record("p2", "specs", True), error]})
+    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "pool_runs.py"), str(old), str(new),
+                          "--methods", "specs,greedy-target"], capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    # the new specs records replace the old ones; the error record is left out
+    assert any(line.startswith("| specs | 2/2 = 100% [") and f"{new} (2)" in line for line in lines)
+    assert any(line.startswith("| greedy-target | 2/3 = 67% [") for line in lines)
+    assert "| specs, greedy-target | 2 | 1 | 0 | 1.00 |" in lines
+
+
+def test_pool_runs_refuses_a_missing_folder_in_one_line(tmp_path):
+    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "pool_runs.py"), str(tmp_path / "nowhere")],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 1 and run.stderr.count("\n") == 1 and "not a folder" in run.stderr

@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""Pool the records of several bench folders by method and compare the methods problem by problem.
+
+    python scripts/pool_runs.py docs/results/gsm8k-21-50-probe docs/results/gsm8k-51-70-probe \
+        docs/results/gsm8k-20-greedy-candidate [--methods specs,beam-target,greedy-target]
+
+Each folder's `<method>.jsonl` files are read in the order given; where two folders
+hold the same method on the same problem, the later folder's record counts (so a
+rerun of one method with new settings replaces the old one, and the other methods
+keep theirs). Error records are left out. Prints each method's count with its 95%
+Wilson interval and the folders it came from, then, for each pair of methods over
+the problems both ran, how many only one of them solved and the two-sided sign test.
+Latencies are not pooled: they are only comparable within one run. Writes nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from itertools import combinations
+from pathlib import Path
+
+from specs_local.output_log import read_log
+from specs_local.report import sign_test, wilson_interval
+
+
+def pooled(folders: list[Path], methods: list[str] | None) -> tuple[dict[str, dict[str, bool]], dict[str, list[str]]]:
+    """Correctness by method and problem id (later folders win), and the folders each method came from."""
+    right: dict[str, dict[str, bool]] = {}
+    sources: dict[str, list[str]] = {}
+    for folder in folders:
+        for path in sorted(folder.glob("*.jsonl")):
+            method = path.stem
+            if methods is not None and method not in methods:
+                continue
+            records = [r for r in read_log(path).values() if "error" not in r]
+            if records:
+                right.setdefault(method, {}).update({r["id"]: bool(r.get("correct")) for r in records})
+                sources.setdefault(method, []).append(f"{folder} ({len(records)})")
+    return right, sources
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("folders", nargs="+", type=Path, help="bench --out folders; later ones win.")
+    parser.add_argument("--methods", default=None, help="Comma-separated methods (default: every method found).")
+    args = parser.parse_args(argv)
+    missing = [str(f) for f in args.folders if not f.is_dir()]
+    if missing:
+        print(f"not a folder: {', '.join(missing)}", file=sys.stderr)
+        return 1
+    methods = args.methods.split(",") if args.methods else None
+    right, sources = pooled(args.folders, methods)
+    order = [m for m in (methods or sorted(right)) if m in right]
+    if not order:
+        print("no records of those methods in those folders", file=sys.stderr)
+        return 1
+    print("| method | correct [95% Wilson] | from |")
+    print("|---|---|---|")
+    for m in order:
+        ok, n = sum(right[m].values()), len(right[m])
+        low, high = wilson_interval(ok, n)
+        print(f"| {m} | {ok}/{n} = {ok / n:.0%} [{low:.0%}, {high:.0%}] | {'; '.join(sources[m])} |")
+    print()
+    print("| pair | problems | only the first right | only the second right | sign test p (two-sided) |")
+    print("|---|---:|---:|---:|---:|")
+    for a, b in combinations(order, 2):
+        ids = right[a].keys() & right[b].keys()
+        first = sum(right[a][k] and not right[b][k] for k in ids)
+        second = sum(right[b][k] and not right[a][k] for k in ids)
+        print(f"| {a}, {b} | {len(ids)} | {first} | {second} | {sign_test(first, second):.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
