@@ -97,12 +97,17 @@ def test_profile_measures_prefill_decode_and_cost_by_depth_and_stores_them(tiny_
     assert find_profile([tiny_models["draft"]], threads=1, n_gpu_layers=0) == profile
 
 
+def _greedy_bench_args(tiny_models, data_dir, out) -> list[str]:
+    """A quick bench: greedy decoding of the tiny target on the first two GSM8K problems."""
+    return ["bench", str(data_dir / "gsm8k.jsonl"), "--limit", "2", "--methods", "greedy-target", "--out", str(out),
+            "--target", str(tiny_models["target"]), "--reward-kind", "calculator", "--max-steps", "2",
+            "--max-step-tokens", "6", "--threads", "1", "--no-progress"]
+
+
 def test_retry_errors_runs_again_the_pairs_whose_record_is_an_error(tiny_models, data_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("SPECS_LOCAL_HOME", str(tmp_path / "home"))
     out = tmp_path / "run"
-    args = ["bench", str(data_dir / "gsm8k.jsonl"), "--limit", "2", "--methods", "greedy-target", "--out", str(out),
-            "--target", str(tiny_models["target"]), "--reward-kind", "calculator", "--max-steps", "2",
-            "--max-step-tokens", "6", "--threads", "1", "--no-progress"]
+    args = _greedy_bench_args(tiny_models, data_dir, out)
     assert CliRunner().invoke(main, args, catch_exceptions=False).exit_code == 0
     log = out / "greedy-target.jsonl"
     first, second = [json.loads(line) for line in log.read_text().splitlines()]
@@ -129,9 +134,7 @@ def test_a_rebuilt_report_names_the_code_that_made_the_records(tiny_models, data
     from specs_local.report import git_revision
 
     out = tmp_path / "run"
-    args = ["bench", str(data_dir / "gsm8k.jsonl"), "--limit", "2", "--methods", "greedy-target", "--out", str(out),
-            "--target", str(tiny_models["target"]), "--reward-kind", "calculator", "--max-steps", "2",
-            "--max-step-tokens", "6", "--threads", "1", "--no-progress"]
+    args = _greedy_bench_args(tiny_models, data_dir, out)
     assert CliRunner().invoke(main, args, catch_exceptions=False).exit_code == 0
     log = out / "greedy-target.jsonl"
     records = [json.loads(line) for line in log.read_text().splitlines()]
