@@ -44,17 +44,39 @@ def git_revision(root: Path | None = None) -> str:
     return head.stdout.strip() + ("+dirty" if status.returncode == 0 and status.stdout.strip() else "")
 
 
+def _grouped(records_by_method: dict[str, list[dict]], value_of) -> str:
+    """One value where every record agrees, else each value with the methods that ran with it
+    (records whose value is None are passed over)."""
+    methods_by_value: dict[str, list[str]] = {}
+    for method, records in records_by_method.items():
+        for value in dict.fromkeys(value_of(r) for r in records):
+            if value is not None:
+                methods_by_value.setdefault(value, []).append(method)
+    if len(methods_by_value) <= 1:
+        return next(iter(methods_by_value), "none (no records)")
+    return "; ".join(f"{value} ({', '.join(methods)})" for value, methods in methods_by_value.items())
+
+
 def revisions_that_ran(records_by_method: dict[str, list[dict]]) -> str:
     """The revision(s) the records were made with, as the bench stamped them: one revision
     where all agree, else each with the methods it ran ("unrecorded" for records from
     before the stamp)."""
-    methods_by_revision: dict[str, list[str]] = {}
-    for method, records in records_by_method.items():
-        for revision in dict.fromkeys(r.get("revision", "unrecorded") for r in records):
-            methods_by_revision.setdefault(revision, []).append(method)
-    if len(methods_by_revision) <= 1:
-        return next(iter(methods_by_revision), "none (no records)")
-    return "; ".join(f"{revision} ({', '.join(methods)})" for revision, methods in methods_by_revision.items())
+    return _grouped(records_by_method, lambda r: r.get("revision", "unrecorded"))
+
+
+def settings_that_ran(records_by_method: dict[str, list[dict]]) -> str:
+    """The search settings the records were made with, as each record's stats name them
+    (seed, n, temperature, thresholds, greedy candidate ...), grouped like the revisions;
+    "unrecorded" for records from before they were kept. Error records have none."""
+    def settings(record: dict) -> str | None:
+        if "error" in record:
+            return None
+        values = record.get("stats", {}).get("settings")
+        if not values:
+            return "unrecorded"
+        return ", ".join(f"{k} {json.dumps(v)}" for k, v in values.items() if v is not None)
+
+    return _grouped(records_by_method, settings)
 
 
 # ---------------------------------------------------------------- statistics
@@ -389,7 +411,7 @@ def plot_accuracy_vs_latency(summary: dict, path: Path) -> str | None:
 
 
 def write_report(summary: dict, out_dir: Path, *, command: str, machine: str, revision: str, date: str,
-                 notes: Sequence[str] = ()) -> None:
+                 settings: str | None = None, notes: Sequence[str] = ()) -> None:
     """Write report.json, report.md and (where matplotlib imports) accuracy_vs_latency.png.
 
     ``notes`` are extra paragraphs for report.md and report.json, e.g. the cost
@@ -401,14 +423,15 @@ def write_report(summary: dict, out_dir: Path, *, command: str, machine: str, re
     no_plot = plot_accuracy_vs_latency(summary, out_dir / PLOT_FILE)
     if no_plot is not None:
         (out_dir / PLOT_FILE).unlink(missing_ok=True)  # never leave a stale plot beside a new report
-    metadata = {"command": command, "revision": revision, "machine": machine, "date": date}
+    metadata = {"command": command, "revision": revision, "settings": settings, "machine": machine, "date": date}
     document = {**metadata, **summary, "targets": targets, "notes": list(notes),
                 "plot": PLOT_FILE if no_plot is None else None, "plot_missing_reason": no_plot}
     (out_dir / "report.json").write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     plot_line = f"![accuracy vs latency]({PLOT_FILE})" if no_plot is None else f"No plot: {no_plot}."
     sections = [
         "# specs-local bench report",
-        "\n".join([f"- command: `{command}`", f"- git revision: {revision}", f"- machine: {machine}",
+        "\n".join([f"- command: `{command}`", f"- git revision: {revision}",
+                   *([f"- search settings: {settings}"] if settings else []), f"- machine: {machine}",
                    f"- date: {date}"]),
         (f"Latency ratio: each method's latency over {summary['baseline']}'s on the same problem; "
          "the median of those ratios, with a 95% bootstrap interval."),

@@ -146,3 +146,17 @@ def test_a_rebuilt_report_names_the_code_that_made_the_records(tiny_models, data
     assert CliRunner().invoke(main, args + ["--report-only"], catch_exceptions=False).exit_code == 0
     assert f"- git revision: abc1234 (report written at {now})\n" in (out / "report.md").read_text()
     assert json.loads((out / "report.json").read_text())["revision"] == f"abc1234 (report written at {now})"
+
+
+def test_records_and_report_name_the_search_settings_they_ran_with(tiny_models, data_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("SPECS_LOCAL_HOME", str(tmp_path / "home"))
+    out = tmp_path / "run"
+    args = _greedy_bench_args(tiny_models, data_dir, out) + ["--seed", "3"]
+    assert CliRunner().invoke(main, args, catch_exceptions=False).exit_code == 0
+    records = [json.loads(line) for line in (out / "greedy-target.jsonl").read_text().splitlines()]
+    settings = records[0]["stats"]["settings"]
+    assert (settings["max_steps"], settings["max_step_tokens"], settings["seed"]) == (2, 6, 3)
+    assert settings["greedy_candidate"] is True  # the small preset's default reaches the search
+    line = next(x for x in (out / "report.md").read_text().splitlines() if x.startswith("- search settings: "))
+    assert "max_steps 2, max_step_tokens 6" in line and "seed 3" in line and "greedy_candidate true" in line
+    assert json.loads((out / "report.json").read_text())["settings"] == line.removeprefix("- search settings: ")

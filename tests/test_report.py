@@ -16,6 +16,7 @@ from specs_local.report import (
     git_revision,
     latency_verdict,
     revisions_that_ran,
+    settings_that_ran,
     sign_test,
     summarize_methods,
     wilson_interval,
@@ -273,3 +274,12 @@ def test_the_report_names_the_revision_each_method_ran_with():
     assert revisions_that_ran({"specs": made["specs"], "beam-target": [{"revision": "120a41f"}]}) == "120a41f"
     assert revisions_that_ran(made) == ("120a41f (specs); 4ce8234 (beam-target, greedy-target); "
                                         "unrecorded (greedy-target)")
+
+
+def test_the_report_names_the_search_settings_each_method_ran_with():
+    on = {"stats": {"settings": {"n": 4, "greedy_candidate": True, "system_prompt": None}}}
+    off = {"stats": {"settings": {"n": 4, "greedy_candidate": False, "system_prompt": None}}}
+    error = {"error": "boom"}  # an error record ran no search: it names no settings
+    assert settings_that_ran({"specs": [on, error], "beam-target": [on]}) == "n 4, greedy_candidate true"
+    assert settings_that_ran({"specs": [on], "beam-target": [off, {"stats": {}}]}) == (
+        "n 4, greedy_candidate true (specs); n 4, greedy_candidate false (beam-target); unrecorded (beam-target)")

@@ -250,6 +250,7 @@ class Tracker:
 
     def stats(self, steps: list[Step]) -> dict:
         stats = search_stats(steps, self.models.distinct(), self.config.n, time.perf_counter() - self.t0)
+        stats["settings"] = asdict(self.config)  # a record names the settings that made it
         reward_stats = getattr(self.models.reward, "stats", None)
         if reward_stats is not None and self._reward_before is not None:
             now = asdict(reward_stats)
