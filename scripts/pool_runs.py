@@ -23,20 +23,26 @@ from specs_local.output_log import read_log
 from specs_local.report import sign_test, wilson_interval
 
 
-def pooled(folders: list[Path], methods: list[str] | None) -> tuple[dict[str, dict[str, bool]], dict[str, list[str]]]:
-    """Correctness by method and problem id (later folders win), and the folders each method came from."""
+def pooled(folders: list[Path], methods: list[str] | None) -> tuple[dict[str, dict[str, bool]], dict[str, dict[str, Path]]]:
+    """Correctness by method and problem id (later folders win), and the folder each counted record came from."""
     right: dict[str, dict[str, bool]] = {}
-    sources: dict[str, list[str]] = {}
+    origin: dict[str, dict[str, Path]] = {}
     for folder in folders:
         for path in sorted(folder.glob("*.jsonl")):
             method = path.stem
             if methods is not None and method not in methods:
                 continue
-            records = [r for r in read_log(path).values() if "error" not in r]
-            if records:
-                right.setdefault(method, {}).update({r["id"]: bool(r.get("correct")) for r in records})
-                sources.setdefault(method, []).append(f"{folder} ({len(records)})")
-    return right, sources
+            for r in read_log(path).values():
+                if "error" not in r:
+                    right.setdefault(method, {})[r["id"]] = bool(r.get("correct"))
+                    origin.setdefault(method, {})[r["id"]] = folder
+    return right, origin
+
+
+def sources(origin: dict[str, Path], folders: list[Path]) -> str:
+    """The folders a method's pooled records came from, in the order given, with how many each gave."""
+    counts = {folder: sum(f == folder for f in origin.values()) for folder in folders}
+    return "; ".join(f"{folder} ({n})" for folder, n in counts.items() if n)
 
 
 def main(argv=None) -> int:
@@ -49,7 +55,7 @@ def main(argv=None) -> int:
         print(f"not a folder: {', '.join(missing)}", file=sys.stderr)
         return 1
     methods = args.methods.split(",") if args.methods else None
-    right, sources = pooled(args.folders, methods)
+    right, origin = pooled(args.folders, methods)
     order = [m for m in (methods or sorted(right)) if m in right]
     if not order:
         print("no records of those methods in those folders", file=sys.stderr)
@@ -59,7 +65,7 @@ def main(argv=None) -> int:
     for m in order:
         ok, n = sum(right[m].values()), len(right[m])
         low, high = wilson_interval(ok, n)
-        print(f"| {m} | {ok}/{n} = {ok / n:.0%} [{low:.0%}, {high:.0%}] | {'; '.join(sources[m])} |")
+        print(f"| {m} | {ok}/{n} = {ok / n:.0%} [{low:.0%}, {high:.0%}] | {sources(origin[m], args.folders)} |")
     print()
     print("| pair | problems | only the first right | only the second right | sign test p (two-sided) |")
     print("|---|---:|---:|---:|---:|")
