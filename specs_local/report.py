@@ -29,14 +29,16 @@ PLOT_FILE = "accuracy_vs_latency.png"
 def git_revision(root: Path | None = None) -> str:
     """The revision a results file names: the short commit of the code that ran, marked
     "+dirty" when tracked files differ from it (the numbers then come from code that no
-    commit holds); "unknown" outside a git checkout."""
+    commit holds); "unknown" outside a git checkout. Prose does not count: writing up one
+    run's results (docs/, Markdown) while another runs leaves its code as committed."""
     root = root or Path(__file__).resolve().parents[1]
 
     def git(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
 
     try:
-        head, status = git("rev-parse", "--short", "HEAD"), git("status", "--porcelain", "--untracked-files=no")
+        head = git("rev-parse", "--short", "HEAD")
+        status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)docs", ":(exclude,glob)**/*.md")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     if head.returncode != 0 or not head.stdout.strip():

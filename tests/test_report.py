@@ -264,6 +264,15 @@ def test_the_revision_says_when_the_code_that_ran_is_not_committed(tmp_path):
     head = subprocess.run(git + ["rev-parse", "--short", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
     (tmp_path / "results.jsonl").write_text("{}\n")  # untracked output: still the committed code
     assert git_revision(tmp_path) == head
+    (tmp_path / "docs").mkdir()
+    for prose in ("README.md", "docs/results.jsonl"):  # a write-up in progress: still the committed code
+        (tmp_path / prose).write_text("before\n")
+        subprocess.run(git + ["add", prose], check=True)
+    subprocess.run(git + ["commit", "-qm", "prose"], check=True)
+    head = subprocess.run(git + ["rev-parse", "--short", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    for prose in ("README.md", "docs/results.jsonl"):
+        (tmp_path / prose).write_text("after\n")
+    assert git_revision(tmp_path) == head
     (tmp_path / "code.py").write_text("x = 2\n")
     assert git_revision(tmp_path) == head + "+dirty"
 
