@@ -20,15 +20,22 @@ def _record(pid: str, method: str, correct: bool, steps: list[dict] | None = Non
     return record
 
 
+def _write_run(folder, records_by_method: dict[str, list[dict]]):
+    """A bench --out folder holding these records, one JSONL file per method."""
+    folder.mkdir()
+    for method, records in records_by_method.items():
+        (folder / f"{method}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return folder
+
+
 def test_specs_traces_splits_problems_by_accepted_drafts_and_lists_the_lost_ones(tmp_path):
     specs = [_record("p1", "specs", False, [_step("target"), _step("target", deferred=True)]),
              _record("p2", "specs", True, [_step("target"), _step("draft", reward=0.8)]),
              _record("p3", "specs", False, [_step("target"), _step("draft", reward=0.7)])]
     greedy = [_record("p1", "greedy-target", True), _record("p2", "greedy-target", True),
               _record("p3", "greedy-target", False)]
-    for name, records in (("specs", specs), ("greedy-target", greedy)):
-        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "specs_traces.py"), str(tmp_path), "--show-lost"],
+    run_dir = _write_run(tmp_path / "run", {"specs": specs, "greedy-target": greedy})
+    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "specs_traces.py"), str(run_dir), "--show-lost"],
                          capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
@@ -43,13 +50,6 @@ def test_specs_traces_refuses_an_untraced_run_in_one_line(tmp_path):
     run = subprocess.run([sys.executable, str(ROOT / "scripts" / "specs_traces.py"), str(tmp_path)],
                          capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 1 and run.stderr.count("\n") == 1 and "no traced specs records" in run.stderr
-
-
-def _write_run(folder, records_by_method: dict[str, list[dict]]):
-    folder.mkdir()
-    for method, records in records_by_method.items():
-        (folder / f"{method}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    return folder
 
 
 def test_pool_runs_lets_a_later_folder_replace_a_method_and_pairs_the_methods(tmp_path):
