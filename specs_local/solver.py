@@ -27,11 +27,12 @@ class EngineOptions:
     ctx: int = 8192
     flash_attn: bool | None = None
     main_gpu: int = 0
+    cpu_repack: str = "auto"  # CPU weight layouts: auto, on, no-amx, off (engine/repack.py)
 
     def model_config(self, n_seq_max: int, embeddings: bool = False, capture: tuple[str, ...] = ()) -> ModelConfig:
         return ModelConfig(n_ctx=self.ctx, n_seq_max=n_seq_max, n_gpu_layers=self.n_gpu_layers,
                            n_threads=self.threads, flash_attn=self.flash_attn, main_gpu=self.main_gpu,
-                           embeddings=embeddings, capture=capture)
+                           cpu_repack=self.cpu_repack, embeddings=embeddings, capture=capture)
 
 
 def sequences_needed(config: SearchConfig) -> int:

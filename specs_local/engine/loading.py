@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,8 +12,12 @@ import llama_cpp as llama
 
 from ..errors import ModelLoadError, SpecsError
 from ..interrupts import deferred
+from .repack import hidden_buffer_types, plan_for
 
 _LOG_TAIL: deque[str] = deque(maxlen=20)
+# "load_tensors:   CPU_REPACK model buffer size =   596.53 MiB": where the last load put its weights.
+_WEIGHT_BUFFER = re.compile(r"(\S+) model buffer size =\s*([\d.]+) MiB")
+_LOAD_BUFFERS: dict[str, float] = {}
 _backend_ready = False
 
 
@@ -22,6 +27,8 @@ def _log_to_tail(level, text, _user_data):  # pragma: no cover - called from C
     message = text.decode("utf-8", errors="replace").strip() if text else ""
     if message:
         _LOG_TAIL.append(message)
+        if found := _WEIGHT_BUFFER.search(message):
+            _LOAD_BUFFERS[found.group(1)] = float(found.group(2))
     if os.environ.get("SPECS_LOCAL_LLAMA_LOG"):
         print(message, flush=True)
 
@@ -50,6 +57,7 @@ class ModelConfig:
     main_gpu: int = 0
     flash_attn: bool | None = None  # None: llama.cpp decides
     n_threads: int | None = None  # None: all cores
+    cpu_repack: str = "auto"  # which CPU weight layouts the load may use (see repack.py)
     embeddings: bool = False  # per-token hidden states (value-head PRMs)
     # Graph nodes copied out of each decode (see capture.py), e.g. ("l_out-13",):
     # a sequence's ``hidden`` is then their values at its last token, concatenated.
@@ -69,19 +77,26 @@ def check_gguf_file(path: Path) -> None:
 
 
 def load_model(path: Path, config: ModelConfig):
-    """The GGUF file's weights (a ``llama_model*``), offloaded as ``config`` asks."""
+    """The GGUF file's weights (a ``llama_model*``), offloaded and laid out as ``config`` asks,
+    and the MiB it put in each buffer type, e.g. {"CPU_Mapped": 1059.9, "CPU_REPACK": 596.5}."""
     ensure_backend()
     check_gguf_file(path)
+    plan = plan_for(config.cpu_repack)
     params = llama.llama_model_default_params()
     params.n_gpu_layers = config.n_gpu_layers if config.n_gpu_layers >= 0 else 999
     params.main_gpu = config.main_gpu
-    _LOG_TAIL.clear()
-    model = _make_holding_ctrl_c(llama.llama_model_load_from_file, llama.llama_model_free, str(path).encode(), params)
+    params.use_extra_bufts = plan.use_extra
+    with hidden_buffer_types(plan.hide if plan.use_extra else ()):
+        _LOG_TAIL.clear()
+        _LOAD_BUFFERS.clear()
+        model = _make_holding_ctrl_c(llama.llama_model_load_from_file, llama.llama_model_free, str(path).encode(),
+                                     params)
+        buffers = dict(_LOAD_BUFFERS)
     if not model:
         reason = next((m for m in reversed(_LOG_TAIL) if "error" in m.lower() or "fail" in m.lower()), "")
         detail = f": {reason}" if reason else ""
         raise ModelLoadError(f"could not load GGUF model {path} (truncated or corrupt?){detail}")
-    return model
+    return model, buffers
 
 
 def new_context(model, path: Path, config: ModelConfig):

@@ -27,7 +27,8 @@ class Model:
         self.path = Path(path)
         self.config = config
         self.name = self.path.name
-        self._model = load_model(self.path, config)
+        # The MiB of weights in each buffer type, as llama.cpp's load reported them ("CPU_REPACK": ...).
+        self._model, self.weight_buffers = load_model(self.path, config)
         self._ctx = self._decoder = None
         try:
             self.vocab = Vocabulary(self._model)
