@@ -85,14 +85,17 @@ def byte_vocab(extra_token: bool = False, n_vocab: int | None = None) -> tuple[l
 
 
 def write_model(path: str | Path, *, seed: int = 0, shape: str = "tiny", extra_token: bool = False,
-                endless: bool = False, bigram: str | None = None, chat_template: str | None = CHATML_TEMPLATE) -> Path:
+                endless: bool = False, bigram: str | None = None, chat_template: str | None = CHATML_TEMPLATE,
+                quantized: bool = False) -> Path:
     """Write one random-weight llama GGUF file and return its path.
 
     ``endless``: the end-of-turn token's logit is always 0, below the best of
     the others, so greedy decoding never ends a turn (for interrupt tests).
     ``bigram``: one of BIGRAMS, a model whose layers add nothing and whose
     next token follows a small table (sums the calculator decides, or boxed
-    answers). ``chat_template``: None writes a model without one."""
+    answers). ``chat_template``: None writes a model without one. ``quantized``: the layers'
+    matrices in Q4_0, a type llama.cpp's CPU repack lays out anew at load (where it has kernels
+    for it, as on AVX2 or NEON), so a load shows whether that layout was used."""
     import gguf  # the dev extra; imported here so that the module imports without it
 
     spec = SHAPES[shape]
@@ -112,7 +115,8 @@ def write_model(path: str | Path, *, seed: int = 0, shape: str = "tiny", extra_t
     w.add_head_count_kv(spec.n_head_kv)
     w.add_rope_dimension_count(spec.n_embd // spec.n_head)
     w.add_layer_norm_rms_eps(1e-6)
-    w.add_file_type(gguf.LlamaFileType.ALL_F32 if shape == "tiny" else gguf.LlamaFileType.MOSTLY_F16)
+    w.add_file_type(gguf.LlamaFileType.MOSTLY_Q4_0 if quantized else
+                    gguf.LlamaFileType.ALL_F32 if shape == "tiny" else gguf.LlamaFileType.MOSTLY_F16)
 
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre("qwen2")
@@ -142,20 +146,27 @@ def write_model(path: str | Path, *, seed: int = 0, shape: str = "tiny", extra_t
         # that steps end by text and by EOS within a few tokens in tests.
         for tok, boost in (("ĊĊ", 3.0), (".ĊĊ", 3.0), ("<|im_end|>", 0.0 if endless else 2.0)):
             output[tokens.index(tok)] *= boost
+    def add_matrix(name: str, weights: np.ndarray) -> None:
+        if not quantized:
+            w.add_tensor(name, weights)
+            return
+        q4_0 = gguf.GGMLQuantizationType.Q4_0
+        w.add_tensor(name, gguf.quants.quantize(weights.astype(np.float32), q4_0), raw_dtype=q4_0)
+
     w.add_tensor("token_embd.weight", embd)
     w.add_tensor("output_norm.weight", np.ones(spec.n_embd, dtype=np.float32))
     w.add_tensor("output.weight", output)
     for i in range(spec.n_layer):
         w.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(spec.n_embd, dtype=np.float32))
-        w.add_tensor(f"blk.{i}.attn_q.weight", rand(spec.n_embd, spec.n_embd))
-        w.add_tensor(f"blk.{i}.attn_k.weight", rand(spec.n_head_kv * head_dim, spec.n_embd))
-        w.add_tensor(f"blk.{i}.attn_v.weight", rand(spec.n_head_kv * head_dim, spec.n_embd))
+        add_matrix(f"blk.{i}.attn_q.weight", rand(spec.n_embd, spec.n_embd))
+        add_matrix(f"blk.{i}.attn_k.weight", rand(spec.n_head_kv * head_dim, spec.n_embd))
+        add_matrix(f"blk.{i}.attn_v.weight", rand(spec.n_head_kv * head_dim, spec.n_embd))
         quiet = 0.0 if bigram else 1.0  # a bigram model: the layers leave the embedding as it is
-        w.add_tensor(f"blk.{i}.attn_output.weight", rand(spec.n_embd, spec.n_embd) * quiet)
+        add_matrix(f"blk.{i}.attn_output.weight", rand(spec.n_embd, spec.n_embd) * quiet)
         w.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(spec.n_embd, dtype=np.float32))
-        w.add_tensor(f"blk.{i}.ffn_gate.weight", rand(spec.n_ff, spec.n_embd))
-        w.add_tensor(f"blk.{i}.ffn_up.weight", rand(spec.n_ff, spec.n_embd))
-        w.add_tensor(f"blk.{i}.ffn_down.weight", rand(spec.n_embd, spec.n_ff) * quiet)
+        add_matrix(f"blk.{i}.ffn_gate.weight", rand(spec.n_ff, spec.n_embd))
+        add_matrix(f"blk.{i}.ffn_up.weight", rand(spec.n_ff, spec.n_embd))
+        add_matrix(f"blk.{i}.ffn_down.weight", rand(spec.n_embd, spec.n_ff) * quiet)
 
     w.write_header_to_file()
     w.write_kv_data_to_file()
@@ -220,9 +231,10 @@ def main() -> None:
     parser.add_argument("--extra-token", action="store_true", help="a different vocabulary (fingerprint tests)")
     parser.add_argument("--endless", action="store_true", help="greedy decoding never ends the turn")
     parser.add_argument("--bigram", choices=sorted(BIGRAMS), help="a scripted bigram model")
+    parser.add_argument("--quantized", action="store_true", help="the layers' matrices in Q4_0")
     args = parser.parse_args()
     print(write_model(args.out, seed=args.seed, shape=args.shape, extra_token=args.extra_token, endless=args.endless,
-                      bigram=args.bigram))
+                      bigram=args.bigram, quantized=args.quantized))
 
 
 if __name__ == "__main__":

@@ -122,17 +122,18 @@ def machine_name() -> str:
     return f"{platform.node()} {platform.machine()} {os.cpu_count()} cores"
 
 
-def profile_models(paths, *, threads: int | None = None, n_gpu_layers: int = 0, batches=(1, 2, 4, 8, 16),
-                   repeats: int = 3, on_model=None) -> dict:
+def profile_models(paths, *, threads: int | None = None, n_gpu_layers: int = 0, cpu_repack: str = "auto",
+                   batches=(1, 2, 4, 8, 16), repeats: int = 3, on_model=None) -> dict:
     """A hardware profile (see costmodel) for each GGUF file, measured one after another."""
     models = {}
     for path in paths:
         model = Model(path, ModelConfig(n_ctx=4096, n_seq_max=max(max(batches), 4) + 2, n_threads=threads,
-                                        n_gpu_layers=n_gpu_layers))
+                                        n_gpu_layers=n_gpu_layers, cpu_repack=cpu_repack))
         try:
             models[model.name] = measure_model(model, batches, repeats=repeats)
         finally:
             model.close()
         if on_model is not None:
             on_model(model.name, models[model.name])
-    return {"machine": machine_name(), "threads": threads, "n_gpu_layers": n_gpu_layers, "models": models}
+    return {"machine": machine_name(), "threads": threads, "n_gpu_layers": n_gpu_layers, "cpu_repack": cpu_repack,
+            "models": models}

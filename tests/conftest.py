@@ -47,6 +47,8 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
         # PRM-like files: no chat template, and a template that refuses a system turn (Mistral-style).
         "no-template": make.write_model(folder / "no-template.gguf", seed=6, chat_template=None),
         "no-system": make.write_model(folder / "no-system.gguf", seed=7, chat_template=no_system),
+        # Q4_0 layers, which llama.cpp's CPU repack lays out anew at load.
+        "quantized": make.write_model(folder / "quantized.gguf", seed=2, quantized=True),
     }
 
 

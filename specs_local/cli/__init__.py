@@ -12,6 +12,7 @@ with the flag's name as key: ``n = 8``, ``tau-reject = 6.0``, ``method = "beam"`
 """
 from __future__ import annotations
 
+import faulthandler
 import functools
 import os
 import sys
@@ -30,7 +31,10 @@ except ModuleNotFoundError:  # Python < 3.11
 # Spelled out, not imported from search/, so that `--help` does not load llama.cpp (a test keeps them equal).
 METHODS = ["specs", "beam", "beam-target", "beam-draft", "best-of-n", "rsd", "greedy", "greedy-target", "greedy-draft"]
 BEAM_ANSWERS = ("best", "weighted", "majority")
+CPU_REPACK_MODES = ("auto", "on", "no-amx", "off")  # engine.repack.MODES
 COMMANDS_WITH_SEARCH_FLAGS = ("solve", "batch", "bench", "eval-reward", "serve")
+# Commands that load models, and so may die inside llama.cpp: they leave a marker (crash_hint.py).
+COMMANDS_THAT_LOAD = ("solve", "batch", "bench", "profile", "eval-reward", "value", "serve")
 
 
 def default_config_path() -> Path:
@@ -67,10 +71,26 @@ class OneLineErrors(click.Group):
 @click.version_option(package_name="specs-local")
 @click.pass_context
 def main(ctx: click.Context, config_path: Path | None) -> None:
-    """Offline test-time scaling for reasoning with local GGUF models (SPECS on llama.cpp)."""
+    """Offline test-time scaling for reasoning with local GGUF models (SPECS on llama.cpp).
+
+    Something wrong (a crash, no answer)? `specs-local doctor` checks this machine."""
+    enable_faulthandler()
+    if ctx.invoked_subcommand in COMMANDS_THAT_LOAD:
+        from ..run_markers import mark_running
+
+        if message := mark_running(ctx.invoked_subcommand):
+            click.echo(message, err=True)
     values = read_config(config_path or default_config_path(), explicit=config_path is not None)
     ctx.default_map = {name: values for name in COMMANDS_WITH_SEARCH_FLAGS}
     ctx.default_map["value"] = {"collect": values}
+
+
+def enable_faulthandler() -> None:
+    """On a native crash (a segfault in llama.cpp), print where Python was before the process dies."""
+    try:
+        faulthandler.enable(file=sys.__stderr__, all_threads=True)
+    except (AttributeError, OSError, RuntimeError, ValueError):  # no real stderr (embedded, a test runner)
+        pass
 
 
 def search_options(func):
@@ -98,13 +118,37 @@ def search_options(func):
         click.option("--reward", default=None, help="Reward model: a GGUF path, a preset role, or hf:REPO/FILE."),
         click.option("--reward-kind", type=click.Choice(list(REWARD_KINDS)), default=None),
         click.option("--value-head", type=click.Path(dir_okay=False), default=None, help="The head .npz of a value-head PRM, or of a probe (`value train`; default: the preset's own)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return engine_options(func)
+
+
+def cpu_repack_option():
+    return click.option("--cpu-repack", type=click.Choice(CPU_REPACK_MODES), default="auto", show_default=True,
+                        help="CPU weight layouts llama.cpp may use: auto (all but AMX, which crashes on cloud VMs), "
+                             "on (llama.cpp's default), no-amx, off (plain weights).")
+
+
+def engine_options(func):
+    """The flags that say how models load: offload, threads, context and CPU weight layout."""
+    options = [
         gpu_layers_option(),
         click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads (default: all cores)."),
         click.option("--ctx", type=click.IntRange(256), default=8192, show_default=True, help="Context size per model."),
+        cpu_repack_option(),
     ]
     for option in reversed(options):
         func = option(func)
     return func
+
+
+def engine_from(opts: dict):
+    """The EngineOptions of a command's engine flags."""
+    from ..solver import EngineOptions
+
+    return EngineOptions(n_gpu_layers=opts["n_gpu_layers"], threads=opts["threads"], ctx=opts["ctx"],
+                         cpu_repack=opts.get("cpu_repack") or "auto")
 
 
 def _warn_without_offload(ctx, param, layers: int) -> int:
@@ -131,9 +175,9 @@ SEARCH_KEYS = ("n", "beam_width", "beam_answer", "temperature", "beta", "tau_rej
 
 def build_solver(opts: dict, *, progress: bool = True):
     """A Solver from the shared flags (models load here, once)."""
-    from ..solver import EngineOptions, Solver
+    from ..solver import Solver
 
-    engine = EngineOptions(n_gpu_layers=opts["n_gpu_layers"], threads=opts["threads"], ctx=opts["ctx"])
+    engine = engine_from(opts)
     search = {k: opts[k] for k in SEARCH_KEYS if opts.get(k) is not None}
     overrides = {k: opts.get(k) for k in ("draft", "target", "reward", "reward_kind", "value_head")}
     return Solver.from_preset(opts["preset"], method=opts["method"], search=search, engine=engine,
@@ -172,13 +216,14 @@ def handle_interrupt(func):
 # The commands live one module each; they import this module's helpers.
 from .batch import batch  # noqa: E402
 from .bench import bench, profile  # noqa: E402
+from .doctor import doctor  # noqa: E402
 from .eval_reward import eval_reward  # noqa: E402
 from .models import models  # noqa: E402
 from .serve import serve  # noqa: E402
 from .solve import solve  # noqa: E402
 from .value import value  # noqa: E402
 
-for command in (solve, batch, bench, profile, eval_reward, models, value, serve):
+for command in (solve, batch, bench, profile, eval_reward, models, value, serve, doctor):
     main.add_command(command)
 
 __all__ = ["main"]

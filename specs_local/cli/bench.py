@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import SpecsError
-from . import build_solver, gpu_layers_option, handle_interrupt, search_options
+from . import build_solver, cpu_repack_option, gpu_layers_option, handle_interrupt, search_options
 from .batch import InputError, cluster_options, ray_options
 
 DEFAULT_METHODS = "specs,beam-target,greedy-target"
@@ -102,9 +102,10 @@ def bench(data, methods, out_dir, limit, offset, report_only, predict_on, model_
 @click.option("--repeats", type=click.IntRange(1), default=3, show_default=True)
 @click.option("--threads", type=click.IntRange(1), default=None)
 @gpu_layers_option()
+@cpu_repack_option()
 @click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the profile JSON here.")
-def profile(preset, models, batches, repeats, threads, n_gpu_layers, out_file):
+def profile(preset, models, batches, repeats, threads, n_gpu_layers, cpu_repack, out_file):
     """Measure prefill and batched decode speed of each model; the cost model uses it."""
     from ..costmodel import save_profile, store_profile
     from ..profiling import profile_models
@@ -121,8 +122,8 @@ def profile(preset, models, batches, repeats, threads, n_gpu_layers, out_file):
         click.echo(f"{name}: prefill tok/s {prefill}; decode total tok/s {rates}; extra ms per row by cells read: "
                    f"decode {depth['decode']}; prefill {depth['prefill']}")
 
-    result = profile_models(paths, threads=threads, n_gpu_layers=n_gpu_layers, batches=sizes, repeats=repeats,
-                            on_model=show)
+    result = profile_models(paths, threads=threads, n_gpu_layers=n_gpu_layers, cpu_repack=cpu_repack, batches=sizes,
+                            repeats=repeats, on_model=show)
     stored = store_profile(result)
     click.echo(f"stored: {stored}")
     if out_file is not None:

@@ -18,7 +18,7 @@ import click
 
 from ..presets import REWARD_KINDS
 from ..report import git_revision
-from . import gpu_layers_option, handle_interrupt
+from . import engine_from, engine_options, handle_interrupt
 
 SOURCES = ("gsm8k", "math500")
 DEFAULT_KINDS = "calculator,self,verifier,calculator+self"
@@ -90,8 +90,7 @@ def load_models(kinds: list[str], opts: dict):
     wants_value_head = "value-prm" in bases
 
     def config(embeddings: bool, capture: tuple[str, ...] = ()) -> ModelConfig:
-        return ModelConfig(n_ctx=opts["ctx"], n_seq_max=16, n_threads=opts["threads"],
-                           n_gpu_layers=opts["n_gpu_layers"], embeddings=embeddings, capture=capture)
+        return engine_from(opts).model_config(16, embeddings=embeddings, capture=capture)
 
     target_path = resolve(opts["target"] or "target", role="target", preset=preset)
     reward_path, value_head = None, opts["value_head"]
@@ -196,9 +195,7 @@ def report(table: str, opts: dict, counts: dict[str, int], models: list[str]) ->
 @click.option("--reward", default=None, help="Reward model (verifier, token-prm, value-prm): a GGUF path, a preset role, or hf:REPO/FILE.")
 @click.option("--value-head", type=click.Path(dir_okay=False), default=None,
               help="The head .npz of a value-head PRM or a probe (default: the preset's probe head).")
-@click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads (default: all cores).")
-@click.option("--ctx", type=click.IntRange(256), default=8192, show_default=True, help="Context size per model.")
-@gpu_layers_option()
+@engine_options
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the table, command, git revision, machine and date to this markdown file.")
 @handle_interrupt

@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from ..errors import SpecsError
-from . import SEARCH_KEYS, handle_interrupt, search_options
+from . import SEARCH_KEYS, engine_from, handle_interrupt, search_options
 from .batch import InputError, cluster_options, ray_options
 
 
@@ -47,12 +47,11 @@ def search_setup(opts: dict):
     """The search config (the preset's defaults under the flags) and engine options of a command."""
     from ..presets import load_preset
     from ..search import SearchConfig
-    from ..solver import EngineOptions
 
     manifest = load_preset(opts["preset"])
     search = {key: opts[key] for key in SEARCH_KEYS if opts.get(key) is not None}
     config = SearchConfig().with_(**dict(manifest.search_defaults)).with_(**search)
-    return config, EngineOptions(n_gpu_layers=opts["n_gpu_layers"], threads=opts["threads"], ctx=opts["ctx"])
+    return config, engine_from(opts)
 
 
 def probe_target(path, engine, layers: str) -> dict:
