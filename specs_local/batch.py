@@ -26,6 +26,7 @@ from typing import TextIO
 from specs_local.answers import grade
 from specs_local.errors import SpecsError
 from specs_local.output_log import OutputLog, Record, record_id
+from specs_local.selection import selection_summary
 Solve = Callable[[str], Record]
 Note = Callable[[str], None]  # prints one line of its own beside the progress line
 
@@ -130,6 +131,8 @@ def result_record(problem: Problem, result: Record, method: str, trace: bool) ->
     if problem.gold is not None:
         record["correct"] = grade(result["answer"], problem.gold)
     record.update(method=method, stats=result["stats"])
+    if chosen := selection_summary(result.get("extra") or {}):
+        record["selection"] = chosen  # every candidate's answer and scores: each rule can be recomputed
     if trace:
         record["trace"] = {"steps": result["steps"], "text": result["text"],
                            **({"extra": result["extra"]} if result.get("extra") else {})}

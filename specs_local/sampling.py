@@ -24,6 +24,31 @@ def logsumexp(logits: np.ndarray, axis: int = -1) -> np.ndarray:
     return (peak + np.log(np.sum(np.exp(logits - peak), axis=axis, keepdims=True))).squeeze(axis)
 
 
+# DeepConf's token confidence (arXiv 2508.15260): minus the mean log-prob of the k likeliest tokens.
+CONFIDENCE_TOP_K = 20
+
+
+def token_confidence(rows: np.ndarray, block: int = 64) -> np.ndarray:
+    """How sure each logits row is of its next token, as two figures per row:
+
+    - self-certainty (arXiv 2502.18581): KL(uniform || p), ``logsumexp - mean(logits) - log V``;
+      0 for a uniform row, larger the more the row concentrates;
+    - DeepConf's token confidence: ``-(1/k) sum log p`` over the row's k likeliest tokens; larger
+      when the top token takes the mass (the other k-1 are then unlikely).
+
+    Returns an (n, 2) array. Rows go in blocks, as in `token_logprobs`."""
+    rows = np.atleast_2d(rows)
+    out = np.empty((len(rows), 2), dtype=np.float64)
+    k = min(CONFIDENCE_TOP_K, rows.shape[-1])
+    for start in range(0, len(rows), block):
+        part = rows[start : start + block].astype(np.float32, copy=False)
+        lse = logsumexp(part)
+        out[start : start + block, 0] = lse - part.mean(axis=-1, dtype=np.float64) - np.log(part.shape[-1])
+        top = np.partition(part, -k, axis=-1)[:, -k:]
+        out[start : start + block, 1] = lse - top.mean(axis=-1, dtype=np.float64)
+    return out
+
+
 def token_logprobs(rows: np.ndarray, tokens: np.ndarray, block: int = 64) -> np.ndarray:
     """Log-softmax of each row, read at one token per row.
 
@@ -122,6 +147,11 @@ def _nucleus_support(scaled: np.ndarray, top_p: float) -> tuple[np.ndarray, floa
         if np.exp(scaled[ids]).sum(dtype=np.float64) >= top_p * total or k >= scaled.shape[-1]:
             return ids, total
         k *= 8
+
+
+def token_scores(rows: np.ndarray, tokens) -> np.ndarray:
+    """Per row: the log-prob of its token, then the row's `token_confidence` figures; (n, 3)."""
+    return np.column_stack([token_logprobs(rows, tokens), token_confidence(rows)])
 
 
 def softmax(x: np.ndarray) -> np.ndarray:

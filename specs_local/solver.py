@@ -36,8 +36,9 @@ class EngineOptions:
 
 
 def sequences_needed(config: SearchConfig) -> int:
-    """Parallel sequences a model needs: heads, n candidates, and a reward cache of n more."""
-    return max(8, 2 * config.n + 4)
+    """Parallel sequences a model needs: per SPECS chain a head and n candidates, a reward
+    cache of n more, and a few spare."""
+    return max(8, config.k * (config.n + 1) + config.n + 4)
 
 
 @dataclass
@@ -133,6 +134,10 @@ class Solver:
         if not problem or not problem.strip():
             raise SpecsError("the problem is empty")
         config = self.config.with_(**changes)
+        slots = min(m.config.n_seq_max for m in self.models.distinct().values())
+        if sequences_needed(config) > slots:
+            raise SpecsError(f"n = {config.n} and k = {config.k} need {sequences_needed(config)} sequence slots; "
+                             f"the models were loaded with {slots} (load them with the larger n or k)")
         search = strategy(method or self.method)(problem, self.models, config)
         self._cancel.clear()  # here, not in the generator: a cancel before its first step must hold
         return self._drain(search)

@@ -30,7 +30,7 @@ except ModuleNotFoundError:  # Python < 3.11
 
 # Spelled out, not imported from search/, so that `--help` does not load llama.cpp (a test keeps them equal).
 METHODS = ["specs", "beam", "beam-target", "beam-draft", "best-of-n", "rsd", "greedy", "greedy-target", "greedy-draft"]
-BEAM_ANSWERS = ("best", "weighted", "majority")
+BEAM_ANSWERS = ("best", "weighted", "majority", "select")
 CPU_REPACK_MODES = ("auto", "on", "no-amx", "off")  # engine.repack.MODES
 COMMANDS_WITH_SEARCH_FLAGS = ("solve", "batch", "bench", "eval-reward", "serve")
 # Commands that load models, and so may die inside llama.cpp: they leave a marker (crash_hint.py).

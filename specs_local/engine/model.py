@@ -147,6 +147,7 @@ class Model:
         """Cut a sequence back to its first ``length`` tokens (pending ones included);
         ``logits`` and ``hidden`` are what it had at that length."""
         seq.logprobs = {pos: lp for pos, lp in seq.logprobs.items() if pos < length}
+        seq.confidence = {pos: c for pos, c in seq.confidence.items() if pos < length}
         if length >= len(seq.tokens):
             seq.pending = seq.pending[: length - len(seq.tokens)]
             return
@@ -196,7 +197,8 @@ class Model:
         Each sequence's pending tokens are fed first. Afterwards every sequence
         has fresh next-token logits. With ``score=True`` it returns, for each
         work item, the log-probabilities of the appended tokens (the first one
-        read from the logits the sequence already had)."""
+        read from the logits the sequence already had), and each sequence keeps
+        them, with their rows' confidence, by position."""
         assert kind in KINDS
         feeds = []
         for seq, new in work:
@@ -206,7 +208,8 @@ class Model:
             feeds.append(Feed(seq, fed, len(seq.pending)))
         self._check_room(feeds)
         rows_wanted = [range(len(f.tokens)) if score else range(len(f.tokens) - 1, len(f.tokens)) for f in feeds]
-        logprob_out = [np.empty(len(f.tokens) - f.n_pending) for f in feeds]
+        # per appended token: log-prob, self-certainty, token confidence (sampling.token_scores)
+        logprob_out = [np.empty((len(f.tokens) - f.n_pending, 3)) for f in feeds]
         if score:
             scoring.record_first(feeds, logprob_out)
         outputs_before = [(f.seq.logits, f.seq.hidden) for f in feeds]
@@ -226,14 +229,15 @@ class Model:
                 seq = feed.seq
                 if score:  # appended tokens start after the pending ones
                     at = len(seq.tokens) + feed.n_pending
-                    seq.logprobs.update(zip(range(at, at + len(logprobs)), logprobs.tolist()))
+                    seq.logprobs.update(zip(range(at, at + len(logprobs)), logprobs[:, 0].tolist()))
+                    seq.confidence.update(zip(range(at, at + len(logprobs)), map(tuple, logprobs[:, 1:].tolist())))
                 self.sequences.commit(seq, feed.tokens)
                 seq.pending = []
                 self.usage.add(seq.pending_kind, feed.n_pending)
                 seq.pending_kind = "generated"
                 n_fed += len(feed.tokens) - feed.n_pending
             self.usage.add(kind, n_fed)
-        return logprob_out
+        return [scored[:, 0] for scored in logprob_out]
 
     def _check_room(self, feeds: list[Feed]) -> None:
         for feed in feeds:
@@ -245,14 +249,22 @@ class Model:
     def score(self, prefix: Sequence, continuations: list[list[int]]) -> tuple[list[Sequence], list[np.ndarray]]:
         """Per-token log-probs of continuations of ``prefix``, in one prefill over its forks
         (:func:`scoring.score`); the forks are returned, ready to continue or release."""
-        return scoring.score(self, prefix, continuations)
+        return scoring.score(self, [prefix], [continuations])
 
-    def generate(self, seqs: list[Sequence], params: SamplerParams | list[SamplerParams], rng: np.random.Generator,
-                 *, max_tokens: int, stop_at_delimiter: bool = True) -> list[Generation]:
+    def score_many(self, prefixes: list[Sequence], continuations: list[list[list[int]]]
+                   ) -> tuple[list[Sequence], list[np.ndarray]]:
+        """``score`` for several prefixes at once, all their continuations in one prefill."""
+        return scoring.score(self, prefixes, continuations)
+
+    def generate(self, seqs: list[Sequence], params: SamplerParams | list[SamplerParams],
+                 rng: np.random.Generator | list[np.random.Generator],
+                 *, max_tokens: int, stop_at_delimiter: bool = True,
+                 stop_below: tuple[float, int] | None = None) -> list[Generation]:
         """One step in each sequence, one batch per decode, up to the delimiter, an end of
-        generation or ``max_tokens`` (:func:`generation.generate`)."""
+        generation or ``max_tokens``; with ``stop_below`` (bar, window), early stopping by
+        confidence (:func:`generation.generate`)."""
         return generation.generate(self, seqs, params, rng, max_tokens=max_tokens,
-                                   stop_at_delimiter=stop_at_delimiter)
+                                   stop_at_delimiter=stop_at_delimiter, stop_below=stop_below)
 
     # -- accounting ---------------------------------------------------------
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import SpecsError
-from ..sampling import token_logprobs
+from ..sampling import token_scores
 
 if TYPE_CHECKING:
     from .batching import Feed
@@ -19,15 +19,21 @@ if TYPE_CHECKING:
     from .sequences import Sequence
 
 
-def score(model: Model, prefix: Sequence, continuations: list[list[int]]) -> tuple[list[Sequence], list[np.ndarray]]:
-    """Per-token log-probs of several continuations of one prefix, in one
-    batched prefill over forks of the prefix (which is not re-evaluated).
+def score(model: Model, prefixes: list[Sequence], continuations: list[list[list[int]]]
+          ) -> tuple[list[Sequence], list[np.ndarray]]:
+    """Per-token log-probs of continuations of several prefixes (``continuations[i]`` those of
+    ``prefixes[i]``), in one batched prefill over forks of the prefixes (which are not
+    re-evaluated).
 
-    Returns the forked sequences (each holding prefix + continuation, ready
-    to continue or to be released) and the log-prob arrays."""
-    children = model.fork(prefix, len(continuations))
+    Returns the forked sequences in order (each holding prefix + continuation, ready to
+    continue or to be released) and the log-prob arrays."""
+    model.flush(prefixes)  # their pending tokens in one batch, before the forks
+    children: list[Sequence] = []
     try:
-        logprobs = model.extend(list(zip(children, continuations)), kind="scored", score=True)
+        for prefix, conts in zip(prefixes, continuations):
+            children += model.fork(prefix, len(conts))
+        flat = [tokens for conts in continuations for tokens in conts]
+        logprobs = model.extend(list(zip(children, flat)), kind="scored", score=True)
     except BaseException:
         model.release_all(children)
         raise
@@ -35,12 +41,13 @@ def score(model: Model, prefix: Sequence, continuations: list[list[int]]) -> tup
 
 
 def record_first(feeds: list[Feed], logprob_out: list[np.ndarray]) -> None:
-    """Each appended first token that follows no pending token is scored by the sequence's logits."""
+    """Each appended first token that follows no pending token is scored by the sequence's logits.
+    ``logprob_out`` holds one (n, 3) array per feed: `token_scores` of each appended token."""
     for feed, out in zip(feeds, logprob_out):
         if feed.n_pending == 0 and feed.tokens:
             if feed.seq.logits is None:
                 raise SpecsError("internal: scoring a sequence without logits")
-            out[0] = token_logprobs(feed.seq.logits, [feed.tokens[0]])[0]
+            out[0] = token_scores(feed.seq.logits, [feed.tokens[0]])[0]
 
 
 def record_scored(rows: np.ndarray, outputs: list[tuple[int, int]], feeds: list[Feed],
@@ -56,6 +63,6 @@ def record_scored(rows: np.ndarray, outputs: list[tuple[int, int]], feeds: list[
     if picks:
         idx = np.array([r for r, _, _ in picks])
         next_tokens = [feeds[item].tokens[slot + feeds[item].n_pending] for _, item, slot in picks]
-        values = token_logprobs(rows[idx], next_tokens)
+        values = token_scores(rows[idx], next_tokens)
         for (_, item, slot), value in zip(picks, values):
             logprob_out[item][slot] = value

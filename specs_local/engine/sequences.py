@@ -37,6 +37,9 @@ class Sequence:
     # position -> untempered log-prob of the token there, where this model computed
     # one (sampled it, or scored it); prompts and questions have none
     logprobs: dict[int, float] = field(default_factory=dict)
+    # position -> (self-certainty, token confidence) of the logits row that predicted the token
+    # there, where ``logprobs`` has one (sampling.token_confidence)
+    confidence: dict[int, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def length(self) -> int:
@@ -52,6 +55,12 @@ class Sequence:
         (a solution's steps, not its prompt); nan if none."""
         return float(np.mean(list(self.logprobs.values()))) if self.logprobs else float("nan")
 
+    def token_scores(self) -> np.ndarray:
+        """(n, 3): log-prob, self-certainty and token confidence of each token this model sampled
+        or scored, in position order (a solution's, not its prompt's)."""
+        positions = sorted(pos for pos in self.logprobs if pos in self.confidence)
+        return np.array([(self.logprobs[p], *self.confidence[p]) for p in positions], dtype=float).reshape(-1, 3)
+
 
 @dataclass
 class Generation:
@@ -61,11 +70,16 @@ class Generation:
     tokens: list[int]
     logprobs: list[float]
     text: str
-    finish: str  # "delimiter" | "eog" | "length"
+    finish: str  # "delimiter" | "eog" | "length" | "low_confidence" (stopped early, see generation)
+    confidence: list[tuple[float, float]] = field(default_factory=list)  # per token, as Sequence.confidence
 
     @property
     def mean_logprob(self) -> float:
         return float(np.mean(self.logprobs)) if self.logprobs else 0.0
+
+    def token_scores(self) -> np.ndarray:
+        """(n, 3): log-prob, self-certainty and token confidence of each generated token."""
+        return np.array([(lp, *c) for lp, c in zip(self.logprobs, self.confidence)], dtype=float).reshape(-1, 3)
 
 
 class SequenceTable:
@@ -104,6 +118,7 @@ class SequenceTable:
                 child.tokens = list(seq.tokens)
                 child.logits, child.hidden = seq.logits, seq.hidden
                 child.logprobs = dict(seq.logprobs)
+                child.confidence = dict(seq.confidence)
         except BaseException:
             self.release(child)
             raise
@@ -143,7 +158,7 @@ class SequenceTable:
             self.cells.drop(seq.cells)
             seq.cells = []
             seq.tokens, seq.pending, seq.logits, seq.hidden = [], [], None, None
-            seq.logprobs = {}
+            seq.logprobs, seq.confidence = {}, {}
             del self._live[seq.seq_id]
             self.free_ids.append(seq.seq_id)
 

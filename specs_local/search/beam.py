@@ -12,7 +12,8 @@ over beams cut at the step-length limit (search-and-learn's per-step limit is
 none completed, the best live beam. With ``beam_answer="weighted"`` the answer
 is instead the one whose completed beams' last rewards sum highest, given by its
 best beam (search-and-learn's weighted best-of-N over the completed beams); with
-``"majority"``, the most frequent answer.
+``"majority"``, the most frequent answer; with ``"select"``, the rule ``select`` of the
+solution-level selector (selection.py), which reads the target's confidence over each beam.
 ``beam-target`` is the baseline SPECS must beat on latency at equal accuracy.
 """
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 from ..answers import extract_boxed, votes
 from ..engine import Generation, Sequence
 from ..errors import ContextFullError
+from ..selection import Candidate, choose, is_vetoed, selection_extra, solution_scores
 from .common import Models, SearchConfig, SearchGenerator, Step, Tracker, propose_many, start, texts
 
 
@@ -31,6 +33,15 @@ from .common import Models, SearchConfig, SearchGenerator, Step, Tracker, propos
 class Beam:
     seq: Sequence | None
     steps: list[Step]
+    token_scores: np.ndarray | None = None  # the model's (log-prob, certainty, confidence) per token, once done
+
+    def candidate(self) -> Candidate:
+        """The beam as the solution-level selector sees it."""
+        scores = self.token_scores if self.token_scores is not None else np.empty((0, 3))
+        return Candidate(extract_boxed("".join(s.text for s in self.steps)),
+                         solution_scores(scores, self.last_reward if self.steps else None), ended=self.ends_turn,
+                         vetoed=is_vetoed(texts(self.steps)), tokens=sum(s.tokens for s in self.steps),
+                         confidence=[float(c) for c in scores[:, 2]])
 
     @property
     def last_reward(self) -> float:
@@ -85,7 +96,7 @@ def beam_search(problem: str, models: Models, config: SearchConfig, role: str = 
                                           tokens=len(g.tokens), ends_turn=g.finish == "eog",
                                           **{f"{role}_logprob": g.mean_logprob})]
                      for parent, g, r in zip(parents, gens, rewards)]
-            completed += [Beam(None, grown[i]) for i in range(len(gens)) if finished[i]]
+            completed += [Beam(None, grown[i], kids[i].token_scores()) for i in range(len(gens)) if finished[i]]
             next_beams = [Beam(kids[i], grown[i]) for i in survivors]
             model.release_all([kid for i, kid in enumerate(kids) if i not in survivors])
             model.release_all([b.seq for b in beams])
@@ -97,18 +108,24 @@ def beam_search(problem: str, models: Models, config: SearchConfig, role: str = 
         stop_reason = "context_full"
     finally:
         for b in beams:
+            b.token_scores = b.seq.token_scores() if b.seq is not None and model.owns(b.seq) else None
             model.release(b.seq)
         reward.reset()
     pool = completed or beams
     answers = [extract_boxed("".join(s.text for s in b.steps)) for b in pool]
     rewards, ended = [b.last_reward for b in pool], [b.ends_turn for b in pool]
     chosen = choose_answer(answers, rewards, ended)
+    candidates = [b.candidate() for b in pool]
+    if pool:
+        chosen["select"] = choose(candidates, config.select, veto=config.veto)
     answer = pool[chosen[config.beam_answer]] if pool else Beam(None, [])
     for step in answer.steps:
         yield step
     extra = {"completed_beams": len(completed), "live_beams": len(beams), "pool_answers": answers,
              "pool_rewards": rewards, "pool_ended": ended,
-             **{f"answer_{how}": answers[i] for how, i in chosen.items()}}
+             **{f"answer_{how}": answers[i] for how, i in chosen.items()},
+             **(selection_extra(candidates, config.select if config.beam_answer == "select" else
+                                f"beam-{config.beam_answer}", chosen[config.beam_answer], config.veto) if pool else {})}
     return tracker.result(answer.steps, stop_reason, extra=extra)
 
 

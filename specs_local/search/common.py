@@ -17,9 +17,11 @@ from ..engine import Generation, Model, Sequence
 from ..errors import ContextFullError, PromptTooLongError, SpecsError
 from ..rewards import solution_prompt
 from ..sampling import SamplerParams
+from ..selection import RULES
 
 
-BEAM_ANSWERS = ("best", "weighted", "majority")  # how beam search picks its answer among completed beams
+# How beam search picks its answer among completed beams; "select": by the rule ``select`` (selection.py).
+BEAM_ANSWERS = ("best", "weighted", "majority", "select")
 
 
 @dataclass(frozen=True)
@@ -43,11 +45,24 @@ class SearchConfig:
     # a reward that cannot tell the samples apart falls back on the target's own best guess
     greedy_candidate: bool = False
     system_prompt: str | None = None  # replaces the policy's system prompt (rewards keep their own)
+    # Whole solutions and the choice among them (selection.py): SPECS runs k chains together
+    # (best-of-n samples n); ``select`` is the rule that picks the answer among finished
+    # solutions (best-of-n, beam's completed pool, SPECS' chains), ``veto`` lets the
+    # calculator take a solution with a false equality out of the choice.
+    k: int = 1
+    select: str = "logprob"
+    veto: bool = True
+    # Early stopping (DeepConf's online mode): a sample or chain whose mean token confidence
+    # over its last ``window`` tokens falls below ``stop_confidence`` stops; None: never.
+    stop_confidence: float | None = None
+    window: int = 32
 
     def __post_init__(self) -> None:
         # checked here, not where the beam search ends: a typo must not cost a whole search
         if self.beam_answer not in BEAM_ANSWERS:
             raise SpecsError(f"unknown beam answer rule {self.beam_answer!r}; choose one of {', '.join(BEAM_ANSWERS)}")
+        if self.select not in RULES:
+            raise SpecsError(f"unknown selection rule {self.select!r}; choose one of {', '.join(RULES)}")
 
     def with_(self, **changes) -> "SearchConfig":
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -102,7 +117,7 @@ class SearchResult:
     answer: str | None
     steps: list[Step]
     stats: dict
-    stop_reason: str  # "eos" | "max_steps" | "context_full" | "interrupted"
+    stop_reason: str  # "eos" | "max_steps" | "context_full" | "interrupted" | "low_confidence"
     extra: dict = field(default_factory=dict)  # strategy-specific (e.g. votes)
 
     def to_dict(self) -> dict:
@@ -143,32 +158,49 @@ def step_budget(model: Model, head: Sequence, n: int, config: SearchConfig, last
     return min(wanted, room)
 
 
-def propose(model: Model, head: Sequence, n: int, config: SearchConfig, rng: np.random.Generator,
+Rngs = np.random.Generator | list[np.random.Generator]  # one for all rows, or one per row
+
+
+def propose(model: Model, head: Sequence, n: int, config: SearchConfig, rng: Rngs,
             last: bool, temperature: float | None = None, greedy_first: bool = False,
-            ) -> tuple[list[Sequence], list[Generation]]:
+            stop_below: tuple[float, int] | None = None) -> tuple[list[Sequence], list[Generation]]:
     """n candidate steps from one prefix, generated in one batch (the first one greedily
     if ``greedy_first``, the others sampled)."""
-    return propose_many(model, [head], [n], config, rng, last, temperature, greedy_first)
+    return propose_many(model, [head], [n], config, rng, last, temperature, greedy_first, stop_below)
 
 
 def propose_many(model: Model, heads: list[Sequence], counts: list[int], config: SearchConfig,
-                 rng: np.random.Generator, last: bool, temperature: float | None = None,
-                 greedy_first: bool = False) -> tuple[list[Sequence], list[Generation]]:
+                 rng: Rngs, last: bool, temperature: float | None = None,
+                 greedy_first: bool = False, stop_below: tuple[float, int] | None = None,
+                 ) -> tuple[list[Sequence], list[Generation]]:
     """counts[i] candidate steps from each of several prefixes, all in one batch per decode
-    (with ``greedy_first``, each prefix's first candidate at temperature 0)."""
+    (with ``greedy_first``, each prefix's first candidate at temperature 0; with ``stop_below``,
+    early stopping by confidence, see engine/generation.py)."""
     total = sum(counts)
     budget = min(step_budget(model, h, total, config, last) for h in heads)
     sampled, greedy = sampler(config, temperature), sampler(config, 0.0)
     params = [greedy if greedy_first and i == 0 else sampled for count in counts for i in range(count)]
     kids: list[Sequence] = []
+    model.flush(heads)  # the heads' pending tokens in one batch, not one decode per fork
     try:
         for head, count in zip(heads, counts):
             kids += model.fork(head, count)
-        gens = model.generate(kids, params, rng, max_tokens=budget, stop_at_delimiter=not last)
+        gens = model.generate(kids, params, rng, max_tokens=budget, stop_at_delimiter=not last, stop_below=stop_below)
     except BaseException:
         model.release_all(kids)
         raise
     return kids, gens
+
+
+def sample_rngs(seed: int, count: int) -> list[np.random.Generator]:
+    """Independent random streams for ``count`` samples or chains. The first is the one a
+    single search of this seed uses, so that one sample or chain reproduces it."""
+    return [np.random.default_rng(seed if i == 0 else [seed, i]) for i in range(count)]
+
+
+def stopping(config: SearchConfig) -> tuple[float, int] | None:
+    """Early stopping's (bar, window), or None."""
+    return None if config.stop_confidence is None else (config.stop_confidence, config.window)
 
 
 def adopt(model: Model, old_head: Sequence, kids: list[Sequence], chosen: int) -> Sequence:

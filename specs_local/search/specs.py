@@ -15,16 +15,31 @@ keeps the best by reward; once that reward is above
 No token is evaluated twice: the chosen draft step is already in the target's
 KV cache (it was scored there), and target steps reach the draft lazily, only
 when it drafts again.
+
+With ``k`` > 1, k chains advance together from one evaluated prompt, each with its own
+random stream, mode and deferral: every round the drafts of all chains in DRAFT mode go
+into one batch per decode, their target scoring into one prefill, and the target steps of
+all chains in TARGET mode (and of those whose drafts were all rejected) into one batch per
+decode. A finished chain frees its sequences at once; with ``stop_confidence`` a chain whose
+recent tokens the target is unsure of stops early (selection.py, engine/generation.py). The
+solution-level rule ``select`` picks the answer among the finished chains, and the chosen
+chain's steps are yielded at the end. k = 1 is plain SPECS, its steps yielded as they come.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from enum import Enum
 
 import numpy as np
 
+from ..answers import extract_boxed
 from ..engine import Sequence
+from ..engine.generation import window_confidence
+from ..errors import ContextFullError, PromptTooLongError
 from ..sampling import softmax
-from .common import Models, SearchConfig, SearchGenerator, Step, Tracker, adopt, propose, step_by_step, texts
+from ..selection import Candidate, choose, is_vetoed, selection_extra, solution_scores
+from .common import (Models, SearchConfig, SearchGenerator, Step, Tracker, adopt, propose_many, sample_rngs, start,
+                     texts)
 
 
 class Mode(Enum):
@@ -86,47 +101,156 @@ def next_mode(draft_accepted: bool, target_reward: float | None, tau_switch: flo
     return Mode.DRAFT if target_reward is not None and target_reward > tau_switch else Mode.TARGET
 
 
+@dataclass(eq=False)
+class Chain:
+    """One SPECS solution in progress: its heads in the target's and the draft's caches."""
+    rng: np.random.Generator
+    heads: dict[str, Sequence]
+    mode: Mode = Mode.TARGET  # SPECS starts with the target
+    steps: list[Step] = field(default_factory=list)
+    end: str | None = None  # None while it runs; else "eos", "max_steps", "context_full" or "low_confidence"
+    token_scores: np.ndarray | None = None  # the target's, kept when the chain ends
+
+    def candidate(self) -> Candidate:
+        scores = self.token_scores if self.token_scores is not None else np.empty((0, 3))
+        last = self.steps[-1].reward if self.steps else None
+        return Candidate(extract_boxed("".join(texts(self.steps))), solution_scores(scores, last),
+                         ended=self.end == "eos", vetoed=is_vetoed(texts(self.steps)),
+                         tokens=sum(s.tokens for s in self.steps), confidence=[float(c) for c in scores[:, 2]])
+
+
 def specs(problem: str, models: Models, config: SearchConfig) -> SearchGenerator:
     target, draft = models.target, models.require_draft()
-    rng = np.random.default_rng(config.seed)
-    mode = Mode.TARGET  # SPECS starts with the target
-
-    def next_step(heads, steps, last):
-        nonlocal mode
-        step = _draft_step(problem, models, config, rng, steps, heads, last) if mode is Mode.DRAFT else None
-        accepted = step is not None
-        if not accepted:  # TARGET mode, or a deferred draft step
-            step = _target_step(problem, models, config, rng, steps, heads, last, deferred=mode is Mode.DRAFT)
-        mode = next_mode(accepted, None if accepted else step.reward, config.tau_switch)
-        return step
-
     tracker = Tracker("specs", models, config)
-    return (yield from step_by_step(tracker, problem, {"target": target, "draft": draft}, config, next_step))
-
-
-def _draft_step(problem, models: Models, config, rng, steps, heads, last) -> Step | None:
-    """One draft-mode step, moving both heads on; None (heads untouched) if every draft is rejected."""
-    target, draft, reward = models.target, models.draft, models.reward
-    kids_d, gens = propose(draft, heads["draft"], config.n, config, rng, last)
-    kids_t: list[Sequence] = []
+    chains: list[Chain] = []
     try:
-        kids_t, target_lp = target.score(heads["target"], [g.tokens for g in gens])
-        target_means = [float(np.mean(lp)) for lp in target_lp]
-        draft_means = [g.mean_logprob for g in gens]
-        candidate_texts = [g.text for g in gens]
-        rewards = reward.score(problem, texts(steps), candidate_texts, contexts=kids_t)
-        scores = soft_scores(target_means, draft_means, rewards, config.beta)
-        chosen = select_candidate(candidate_texts, scores, config.tau_reject, config.temperature, rng)
+        chains = _start_chains(problem, models, config)
+        for index in range(config.max_steps):
+            live = [c for c in chains if c.end is None]
+            if not live:
+                break
+            last = index == config.max_steps - 1
+            try:
+                _advance(problem, models, config, live, last)
+            except ContextFullError as full:
+                if index == 0:  # not even a first step fits after the prompt: nothing to answer with
+                    raise PromptTooLongError(f"the prompt leaves no room for a step ({full})") from None
+                for chain in live:
+                    _end(chain, "context_full", models)
+                break
+            for chain in live:
+                if config.k == 1:
+                    yield chain.steps[-1]
+                if chain.steps[-1].ends_turn:
+                    _end(chain, "eos", models)
+                elif last:
+                    _end(chain, "max_steps", models)
+                elif config.stop_confidence is not None and _unsure(chain, target, config):
+                    _end(chain, "low_confidence", models)
+    finally:
+        for chain in chains:
+            if chain.end is None:  # stopped from outside (an error, Ctrl-C): free it
+                _end(chain, "interrupted", models)
+        models.reward.reset()
+    candidates = [c.candidate() for c in chains]
+    chosen = choose(candidates, config.select, veto=config.veto) if len(chains) > 1 else 0
+    if config.k > 1:
+        yield from chains[chosen].steps
+    end = chains[chosen].end if chains else "eos"
+    extra = selection_extra(candidates, config.select, chosen, config.veto) if chains else {}
+    if len(chains) > 1:
+        extra["chains"] = [{"end": c.end, "steps": len(c.steps), "steps_draft": sum(s.source == "draft" for s in c.steps)}
+                           for c in chains]
+    return tracker.result(chains[chosen].steps if chains else [], end, extra=extra)
+
+
+def _start_chains(problem: str, models: Models, config: SearchConfig) -> list[Chain]:
+    """k chains on one evaluated prompt per model (the others are forks of it)."""
+    heads: dict[str, list[Sequence]] = {}
+    try:
+        for role, model in (("target", models.target), ("draft", models.draft)):
+            first = start(model, problem, config)
+            heads[role] = [first]
+            heads[role] += model.fork(first, config.k - 1)
+    except BaseException:
+        for role, seqs in heads.items():
+            getattr(models, role).release_all(seqs)
+        raise
+    return [Chain(rng, {"target": t, "draft": d})
+            for rng, t, d in zip(sample_rngs(config.seed, config.k), heads["target"], heads["draft"])]
+
+
+def _end(chain: Chain, why: str, models: Models) -> None:
+    """Stop a chain: keep the target's scores of its tokens, free its sequences."""
+    chain.end = why
+    target, draft = models.target, models.draft
+    if target.owns(chain.heads["target"]):
+        chain.token_scores = chain.heads["target"].token_scores()
+    target.release(chain.heads["target"])
+    draft.release(chain.heads["draft"])
+
+
+def _unsure(chain: Chain, target, config: SearchConfig) -> bool:
+    """Whether the target's confidence over the chain's last ``window`` tokens is below the bar."""
+    head = chain.heads["target"]
+    recent = [head.confidence[p] for p in sorted(head.confidence)[-config.window:]]
+    return window_confidence(recent, config.window) < config.stop_confidence
+
+
+def _advance(problem: str, models: Models, config: SearchConfig, live: list[Chain], last: bool) -> None:
+    """One step in every live chain: drafts first (one batch for all chains in DRAFT mode),
+    then target steps for the chains in TARGET mode and those whose drafts were all rejected."""
+    drafting = [c for c in live if c.mode is Mode.DRAFT]
+    accepted = _draft_steps(problem, models, config, drafting, last) if drafting else {}
+    writing = [c for c in live if c not in accepted]
+    written = _target_steps(problem, models, config, writing, last, deferred={c: c.mode is Mode.DRAFT for c in writing})
+    for chain in live:
+        step = accepted.get(chain) or written[chain]
+        chain.steps.append(step)
+        chain.mode = next_mode(chain in accepted, None if chain in accepted else step.reward, config.tau_switch)
+
+
+def _rows(chains: list[Chain], n: int) -> list[np.random.Generator]:
+    return [chain.rng for chain in chains for _ in range(n)]
+
+
+def _draft_steps(problem, models: Models, config, chains: list[Chain], last) -> dict[Chain, Step]:
+    """DRAFT mode for several chains: the steps accepted (a chain whose drafts were all rejected
+    is missing, its heads untouched)."""
+    target, draft, reward, n = models.target, models.draft, models.reward, config.n
+    kids_d, gens = propose_many(draft, [c.heads["draft"] for c in chains], [n] * len(chains), config,
+                                _rows(chains, n), last)
+    kids_t: list[Sequence] = []
+    accepted = {}
+    try:
+        kids_t, target_lp = target.score_many([c.heads["target"] for c in chains],
+                                              [[g.tokens for g in gens[i * n:(i + 1) * n]] for i in range(len(chains))])
+        for i, chain in enumerate(chains):
+            part = slice(i * n, (i + 1) * n)
+            step = _verify(problem, models, config, chain, gens[part], kids_t[part], kids_d[part], target_lp[part])
+            if step is not None:
+                accepted[chain] = step
     except BaseException:
         target.release_all(kids_t)
         draft.release_all(kids_d)
         raise
+    target.release_all([k for k in kids_t if all(k is not c.heads["target"] for c in chains)])
+    draft.release_all([k for k in kids_d if all(k is not c.heads["draft"] for c in chains)])
+    return accepted
+
+
+def _verify(problem, models: Models, config, chain: Chain, gens, kids_t, kids_d, target_lp) -> Step | None:
+    """Soft verification of one chain's drafts; the accepted step (its heads moved on), or None."""
+    target_means = [float(np.mean(lp)) for lp in target_lp]
+    draft_means = [g.mean_logprob for g in gens]
+    candidate_texts = [g.text for g in gens]
+    rewards = models.reward.score(problem, texts(chain.steps), candidate_texts, contexts=kids_t)
+    scores = soft_scores(target_means, draft_means, rewards, config.beta)
+    chosen = select_candidate(candidate_texts, scores, config.tau_reject, config.temperature, chain.rng)
     if chosen is None:
-        target.release_all(kids_t)
-        draft.release_all(kids_d)
         return None
-    heads["target"] = adopt(target, heads["target"], kids_t, chosen)
-    heads["draft"] = adopt(draft, heads["draft"], kids_d, chosen)
+    chain.heads["target"] = _keep(models.target, chain.heads["target"], kids_t[chosen])
+    chain.heads["draft"] = _keep(models.draft, chain.heads["draft"], kids_d[chosen])
     g = gens[chosen]
     return Step(
         text=g.text, source="draft", reward=float(rewards[chosen]), draft_logprob=draft_means[chosen],
@@ -135,21 +259,34 @@ def _draft_step(problem, models: Models, config, rng, steps, heads, last) -> Ste
     )
 
 
-def _target_step(problem, models: Models, config, rng, steps, heads, last, deferred: bool) -> Step:
-    """One target-mode step: n target samples (the first greedy with ``greedy_candidate``),
-    the best by reward wins."""
-    target, draft, reward = models.target, models.draft, models.reward
-    kids_t, gens = propose(target, heads["target"], config.n, config, rng, last, greedy_first=config.greedy_candidate)
+def _keep(model, old_head: Sequence, kid: Sequence) -> Sequence:
+    """The chosen child becomes the head; the old head goes (the other children are freed by the caller)."""
+    model.release(old_head)
+    return kid
+
+
+def _target_steps(problem, models: Models, config, chains: list[Chain], last, deferred: dict) -> dict[Chain, Step]:
+    """TARGET mode for several chains, in one batch: n target samples each (the first greedy
+    with ``greedy_candidate``), the best by reward wins."""
+    if not chains:
+        return {}
+    target, draft, reward, n = models.target, models.draft, models.reward, config.n
+    kids_t, gens = propose_many(target, [c.heads["target"] for c in chains], [n] * len(chains), config,
+                                _rows(chains, n), last, greedy_first=config.greedy_candidate)
+    steps = {}
     try:
-        rewards = reward.score(problem, texts(steps), [g.text for g in gens], contexts=kids_t)
+        for i, chain in enumerate(chains):
+            part = slice(i * n, (i + 1) * n)
+            rewards = reward.score(problem, texts(chain.steps), [g.text for g in gens[part]], contexts=kids_t[part])
+            chosen = int(np.argmax(rewards))
+            g = gens[part][chosen]
+            chain.heads["target"] = adopt(target, chain.heads["target"], kids_t[part], chosen)
+            draft.append_lazily(chain.heads["draft"], g.tokens, kind="prompt")  # evaluated only if the draft drafts again
+            steps[chain] = Step(
+                text=g.text, source="target", reward=float(rewards[chosen]), target_logprob=g.mean_logprob,
+                deferred=deferred[chain], candidates=n, tokens=len(g.tokens), ends_turn=g.finish == "eog",
+            )
     except BaseException:
-        target.release_all(kids_t)
+        target.release_all([k for k in kids_t if all(k is not c.heads["target"] for c in chains)])
         raise
-    chosen = int(np.argmax(rewards))
-    heads["target"] = adopt(target, heads["target"], kids_t, chosen)
-    g = gens[chosen]
-    draft.append_lazily(heads["draft"], g.tokens, kind="prompt")  # evaluated only if the draft drafts again
-    return Step(
-        text=g.text, source="target", reward=float(rewards[chosen]), target_logprob=g.mean_logprob,
-        deferred=deferred, candidates=len(gens), tokens=len(g.tokens), ends_turn=g.finish == "eog",
-    )
+    return steps
