@@ -20,6 +20,65 @@ from .errors import SpecsError
 from .output_log import OutputLog, read_log
 
 
+def parse_arm(label: str) -> tuple[str, dict]:
+    """An arm of a bench: ``METHOD`` or ``METHOD@key=value@key=value`` (search settings of
+    that arm alone, SearchConfig's names), e.g. ``specs@greedy_candidate=false`` or
+    ``best-of-n@n=8@select=vote-logprob``. Arms of one method run interleaved like methods.
+    Returns the method and the settings, typed as SearchConfig declares them."""
+    from dataclasses import fields
+
+    from .search import ALIASES, STRATEGIES, SearchConfig
+
+    method, *pairs = label.split("@")
+    method = ALIASES.get(method.strip(), method.strip())
+    if method not in STRATEGIES:
+        raise SpecsError(f"unknown method {method!r} in {label!r}; choose from {', '.join(sorted(STRATEGIES))}")
+    types = {f.name: f.type for f in fields(SearchConfig)}
+    changes = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in types:
+            raise SpecsError(f"{label!r}: {pair!r} is not KEY=VALUE with a search setting "
+                             f"({', '.join(sorted(types))})")
+        changes[key] = _typed(text.strip(), types[key], label)
+    SearchConfig().with_(**changes)  # a bad value is refused before anything runs
+    return method, changes
+
+
+def _typed(text: str, declared: str, label: str):
+    kind = str(declared)
+    try:
+        if kind.startswith("bool"):
+            if text.lower() not in ("true", "false", "1", "0", "on", "off"):
+                raise ValueError(text)
+            return text.lower() in ("true", "1", "on")
+        if kind.startswith("int"):
+            return int(text)
+        if kind.startswith("float"):
+            return float(text)
+    except ValueError:
+        raise SpecsError(f"{label!r}: {text!r} is not a {kind.split(' ')[0]}") from None
+    return text
+
+
+def arm_label(label: str) -> str:
+    """The arm's name as records and files carry it: the method's full name, and keys spelled
+    as SearchConfig spells them (``beam@greedy-candidate=true`` is ``beam-target@greedy_candidate=true``)."""
+    from .search import ALIASES
+
+    method, *pairs = label.split("@")
+    method = ALIASES.get(method.strip(), method.strip())
+    keys = [pair.partition("=") for pair in pairs]
+    return "@".join([method] + [f"{key.strip().replace('-', '_')}={value.strip()}" for key, _, value in keys])
+
+
+def solve_arm(solver, text: str, label: str) -> dict:
+    """One problem solved by one arm (its method, with its settings over the solver's)."""
+    method, changes = parse_arm(label)
+    return solver.solve(text, method=method, **changes).to_dict()
+
+
 def rotated(methods: list[str], index: int) -> list[str]:
     """The run order for problem ``index``: the method list rotated by one per problem."""
     k = index % len(methods)

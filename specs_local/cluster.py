@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .batch import Note, Problem, Record, Summary, error_record, solve_record, write_records
-from .bench import run_bench_tasks
+from .bench import run_bench_tasks, solve_arm
 from .errors import SpecsError
 
 Task = tuple[Problem, str]  # a problem and the method to solve it with
@@ -144,8 +144,7 @@ class Worker:
         return self.node, self.load_error
 
     def solve(self, problem: Problem, method: str, trace: bool) -> Record:
-        return solve_record(problem, lambda text: self.solver.solve(text, method=method).to_dict(),
-                            method=method, trace=trace)
+        return solve_record(problem, lambda text: solve_arm(self.solver, text, method), method=method, trace=trace)
 
 
 class CollectWorker:

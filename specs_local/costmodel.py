@@ -173,10 +173,12 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "unnamed"
 
 
-def profile_key(machine: str, model_file: str, threads: int | None, n_gpu_layers: int) -> str:
-    """The cache key of one model's profile: everything its speed depends on."""
+def profile_key(machine: str, model_file: str, threads: int | None, n_gpu_layers: int, cpu_repack: str = "auto") -> str:
+    """The cache key of one model's profile: everything its speed depends on (the CPU weight
+    layout named only when it is not the default, so that older profiles keep their keys)."""
     thread_part = "auto" if threads is None else str(threads)
-    return f"{_slug(machine)}__{_slug(Path(model_file).name)}__threads-{thread_part}__gpu-{n_gpu_layers}"
+    layout = "" if cpu_repack == "auto" else f"__repack-{cpu_repack}"
+    return f"{_slug(machine)}__{_slug(Path(model_file).name)}__threads-{thread_part}__gpu-{n_gpu_layers}{layout}"
 
 
 def profile_path(key: str) -> Path:
@@ -190,14 +192,16 @@ def store_profile(profile: dict) -> list[Path]:
     profile = check_profile(profile)
     written = []
     for name, entry in profile["models"].items():
-        key = profile_key(profile["machine"], name, profile["threads"], profile["n_gpu_layers"])
+        key = profile_key(profile["machine"], name, profile["threads"], profile["n_gpu_layers"],
+                          profile.get("cpu_repack", "auto"))
         written.append(save_profile({**profile, "models": {name: entry}}, profile_path(key)))
     return written
 
 
-def find_profile(model_files, threads: int | None, n_gpu_layers: int, machine: str | None = None) -> dict | None:
+def find_profile(model_files, threads: int | None, n_gpu_layers: int, machine: str | None = None,
+                 cpu_repack: str = "auto") -> dict | None:
     """The cached profile of every given model on this machine (or ``machine``), or None
-    unless every one has been profiled with these thread and GPU settings."""
+    unless every one has been profiled with these thread, GPU and weight-layout settings."""
     if machine is None:
         from .profiling import machine_name
 
@@ -205,13 +209,14 @@ def find_profile(model_files, threads: int | None, n_gpu_layers: int, machine: s
     models = {}
     for model_file in model_files:
         name = Path(model_file).name
-        path = profile_path(profile_key(machine, name, threads, n_gpu_layers))
+        path = profile_path(profile_key(machine, name, threads, n_gpu_layers, cpu_repack))
         if not path.exists():
             return None
         models[name] = load_profile(path)["models"][name]
     if not models:
         return None
-    return {"machine": machine, "threads": threads, "n_gpu_layers": n_gpu_layers, "models": models}
+    return {"machine": machine, "threads": threads, "n_gpu_layers": n_gpu_layers, "cpu_repack": cpu_repack,
+            "models": models}
 
 
 # ---------------------------------------------------------------- prediction

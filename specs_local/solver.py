@@ -56,11 +56,15 @@ class Solver:
     def from_paths(cls, target: str | Path, draft: str | Path | None = None, *, reward: str | Path | None = None,
                    reward_kind: str = "calculator+self", value_head: str | Path | ProbeHead | None = None,
                    reward_template: dict | None = None, config: SearchConfig = SearchConfig(),
-                   method: str = "specs", engine: EngineOptions = EngineOptions()) -> "Solver":
+                   method: str = "specs", engine: EngineOptions = EngineOptions(),
+                   reserve: dict | None = None) -> "Solver":
         """Load the models from GGUF files (the reward model defaults to the target).
-        ``reward_template``: the reward's prompt settings (see rewards.make_reward)."""
+        ``reward_template``: the reward's prompt settings (see rewards.make_reward).
+        ``reserve``: larger search sizes (n, k) a later search may ask for, which the models
+        reserve sequence slots for."""
         strategy(method)  # fail on an unknown method before loading anything
-        n_seq = sequences_needed(config)
+        sizes = {key: max(value, getattr(config, key)) for key, value in (reserve or {}).items()}
+        n_seq = sequences_needed(config.with_(**sizes))
         capture = ()
         if reward_kind.endswith("probe") and value_head:  # read once: its nodes decide how the target loads
             value_head = probe_head(value_head)
@@ -88,7 +92,7 @@ class Solver:
     def from_preset(cls, preset: str = "small", *, method: str = "specs", search: dict | None = None,
                     engine: EngineOptions = EngineOptions(), progress: bool = False, draft: str | None = None,
                     target: str | None = None, reward: str | None = None, reward_kind: str | None = None,
-                    value_head: str | None = None) -> "Solver":
+                    value_head: str | None = None, reserve: dict | None = None) -> "Solver":
         """Resolve a preset's files (cache, installed bundles, or the hub) and load them.
 
         ``search`` holds SearchConfig fields; they win over the preset's defaults.
@@ -120,7 +124,7 @@ class Solver:
         try:
             return cls.from_paths(paths["target"], paths["draft"], reward=reward_path, reward_kind=kind,
                                   value_head=value_head, reward_template=template, config=config, method=method,
-                                  engine=engine)
+                                  engine=engine, reserve=reserve)
         except HeadMismatchError:
             if not shipped:
                 raise

@@ -160,3 +160,31 @@ def test_records_and_report_name_the_search_settings_they_ran_with(tiny_models, 
     line = next(x for x in (out / "report.md").read_text().splitlines() if x.startswith("- search settings: "))
     assert "max_steps 2, max_step_tokens 6" in line and "seed 3" in line and "greedy_candidate true" in line
     assert json.loads((out / "report.json").read_text())["settings"] == line.removeprefix("- search settings: ")
+
+
+def test_arms_of_one_method_run_interleaved_with_their_own_settings(tiny_models, data_dir, tmp_path, monkeypatch):
+    """Both arms of a decision in one run, one machine, one revision, interleaved: each arm's
+    records carry the settings that made them, and a larger k or n of one arm has its slots."""
+    monkeypatch.setenv("SPECS_LOCAL_HOME", str(tmp_path / "home"))
+    out = tmp_path / "arms"
+    arms = "specs@greedy_candidate=false,specs@greedy-candidate=true@k=3,best-of-n@n=3@select=majority"
+    args = ["bench", str(data_dir / "gsm8k.jsonl"), "--limit", "2", "--methods", arms, "--out", str(out),
+            "--draft", str(tiny_models["draft"]), "--target", str(tiny_models["target"]), "--reward-kind", "calculator",
+            "--n", "2", "--max-steps", "2", "--max-step-tokens", "6", "--threads", "1", "--no-progress"]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    expected = {"specs@greedy_candidate=false": {"greedy_candidate": False, "k": 1, "n": 2},
+                "specs@greedy_candidate=true@k=3": {"greedy_candidate": True, "k": 3, "n": 2},
+                "best-of-n@n=3@select=majority": {"n": 3, "select": "majority"}}
+    for arm, settings in expected.items():
+        records = [json.loads(line) for line in (out / f"{arm}.jsonl").read_text().splitlines()]
+        assert len(records) == 2 and all(r["method"] == arm for r in records)
+        for record in records:
+            assert settings.items() <= record["stats"]["settings"].items()
+            assert len(record["selection"]["candidates"]) == settings.get("k", settings.get("n"))
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["methods"]) == set(expected)
+    bad = CliRunner().invoke(main, args[:4] + ["--methods", "specs@k=zero"] + args[6:])
+    assert bad.exit_code == 2 and "'zero' is not a int" in bad.output
+    bad = CliRunner().invoke(main, args[:4] + ["--methods", "specs@kk=2"] + args[6:])
+    assert bad.exit_code == 2 and "'kk=2' is not KEY=VALUE with a search setting" in bad.output

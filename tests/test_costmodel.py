@@ -290,6 +290,7 @@ def test_profile_key_holds_everything_speed_depends_on():
     key = profile_key("vm x86_64 2 cores", "/models/" + TARGET, 2, 0)
     assert key == f"vm-x86_64-2-cores__{TARGET}__threads-2__gpu-0"
     assert profile_key("vm x86_64 2 cores", TARGET, None, 99).endswith("__threads-auto__gpu-99")
+    assert profile_key("vm", TARGET, 2, 0, "off").endswith("__threads-2__gpu-0__repack-off")
 
 
 def test_store_and_find_profile_by_machine_file_threads_and_gpu_layers(tmp_path, monkeypatch):
@@ -300,8 +301,11 @@ def test_store_and_find_profile_by_machine_file_threads_and_gpu_layers(tmp_path,
     assert json.loads(stored[0].read_text())["machine"] == "box"
 
     found = find_profile([TARGET, "/somewhere/" + DRAFT], 2, 0, machine="box")
-    assert found == {"machine": "box", "threads": 2, "n_gpu_layers": 0, "models": CPU["models"]}
+    assert found == {"machine": "box", "threads": 2, "n_gpu_layers": 0, "cpu_repack": "auto", "models": CPU["models"]}
     assert find_profile([TARGET], 4, 0, machine="box") is None  # other threads
+    assert find_profile([TARGET], 2, 0, machine="box", cpu_repack="off") is None  # other weight layout
+    store_profile({**CPU, "machine": "box", "threads": 2, "cpu_repack": "off"})
+    assert find_profile([TARGET, DRAFT], 2, 0, machine="box", cpu_repack="off")["cpu_repack"] == "off"
     assert find_profile([TARGET], 2, 99, machine="box") is None  # other GPU offload
     assert find_profile([TARGET], 2, 0, machine="other") is None  # other machine
     assert find_profile([TARGET, "unprofiled.gguf"], 2, 0, machine="box") is None  # not every model

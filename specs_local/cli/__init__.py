@@ -22,6 +22,7 @@ import click
 
 from ..errors import SpecsError
 from ..presets import REWARD_KINDS
+from ..selection import RULES
 
 try:
     import tomllib
@@ -109,6 +110,18 @@ def search_options(func):
         click.option("--tau-switch", type=float, default=None, help="SPECS: target reward above which the draft takes over again."),
         click.option("--greedy-candidate/--no-greedy-candidate", default=None,
                      help="SPECS: the first of target mode's n candidates is the target's greedy step."),
+        click.option("--k", type=click.IntRange(1, 64), default=None,
+                     help="SPECS: chains advancing together, the answer chosen among them by --select. [1]"),
+        click.option("--select", type=click.Choice(RULES), default=None,
+                     help="How the answer is chosen among whole solutions (best-of-n, SPECS' k chains, "
+                          "--beam-answer select): by the target's mean log-prob, self-certainty, lowest-window "
+                          "confidence or last reward, by majority, or by a vote weighted by one of those. [logprob]"),
+        click.option("--veto/--no-veto", default=None,
+                     help="A solution with a false equality (the calculator) is not chosen while another is left. [on]"),
+        click.option("--stop-confidence", type=float, default=None,
+                     help="Early stopping: a sample or chain whose mean token confidence over the last --window "
+                          "tokens falls below this stops (DeepConf). [off]"),
+        click.option("--window", type=click.IntRange(1), default=None, help="Tokens of the confidence window. [32]"),
         click.option("--rsd-delta", type=float, default=None, help="RSD: reward a draft step needs to be kept."),
         click.option("--max-steps", type=click.IntRange(1), default=None),
         click.option("--max-step-tokens", type=click.IntRange(1), default=None),
@@ -170,18 +183,19 @@ def gpu_layers_option():
 
 
 SEARCH_KEYS = ("n", "beam_width", "beam_answer", "temperature", "beta", "tau_reject", "tau_switch", "greedy_candidate",
-               "rsd_delta", "max_steps", "max_step_tokens", "seed")
+               "k", "select", "veto", "stop_confidence", "window", "rsd_delta", "max_steps", "max_step_tokens", "seed")
 
 
-def build_solver(opts: dict, *, progress: bool = True):
-    """A Solver from the shared flags (models load here, once)."""
+def build_solver(opts: dict, *, progress: bool = True, reserve: dict | None = None):
+    """A Solver from the shared flags (models load here, once). ``reserve``: the largest n and
+    k a search may ask for later (a request, a bench arm), which the models reserve slots for."""
     from ..solver import Solver
 
     engine = engine_from(opts)
     search = {k: opts[k] for k in SEARCH_KEYS if opts.get(k) is not None}
     overrides = {k: opts.get(k) for k in ("draft", "target", "reward", "reward_kind", "value_head")}
     return Solver.from_preset(opts["preset"], method=opts["method"], search=search, engine=engine,
-                              progress=progress, **overrides)
+                              progress=progress, reserve=reserve, **overrides)
 
 
 def read_problem(problem: str | None, file: Path | None) -> str:

@@ -15,14 +15,27 @@ DEFAULT_METHODS = "specs,beam-target,greedy-target"
 
 
 def parse_methods(text: str) -> list[str]:
-    from ..search import ALIASES, STRATEGIES
+    """The arms of a bench, each METHOD or METHOD@key=value@... (see bench.parse_arm)."""
+    from ..bench import arm_label, parse_arm
 
-    methods = [ALIASES.get(m.strip(), m.strip()) for m in text.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in STRATEGIES]
-    if unknown or not methods:
-        raise click.BadParameter(f"unknown method(s) {', '.join(unknown) or '(none)'}; choose from "
-                                 f"{', '.join(sorted(STRATEGIES))}", param_hint="--methods")
-    return list(dict.fromkeys(methods))
+    arms = []
+    for label in (part.strip() for part in text.split(",") if part.strip()):
+        try:
+            parse_arm(label)
+        except SpecsError as err:
+            raise click.BadParameter(str(err), param_hint="--methods")
+        arms.append(arm_label(label))
+    if not arms:
+        raise click.BadParameter("no methods given", param_hint="--methods")
+    return list(dict.fromkeys(arms))
+
+
+def arm_sizes(arms: list[str]) -> dict:
+    """The largest n and k any arm asks for: the models reserve sequence slots for them."""
+    from ..bench import parse_arm
+
+    wanted = [parse_arm(arm)[1] for arm in arms]
+    return {key: max(w[key] for w in wanted if key in w) for key in ("n", "k") if any(key in w for w in wanted)}
 
 
 def model_files(records: dict[str, list[dict]]) -> list[str]:
@@ -33,7 +46,9 @@ def model_files(records: dict[str, list[dict]]) -> list[str]:
 
 @click.command()
 @click.argument("data", type=click.Path(path_type=Path))
-@click.option("--methods", default=DEFAULT_METHODS, show_default=True, help="Comma-separated methods to compare.")
+@click.option("--methods", default=DEFAULT_METHODS, show_default=True,
+              help="Comma-separated methods to compare; METHOD@key=value@... runs a method with its own search "
+                   "settings (an arm), e.g. specs@greedy_candidate=false,specs@greedy_candidate=true.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Output folder (default: runs/<data name>). Rerunning the same command resumes it.")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Problems to run.")
@@ -73,7 +88,7 @@ def bench(data, methods, out_dir, limit, offset, report_only, predict_on, model_
     if report_only:
         records = read_records(out_dir, method_list, problems)
         files = model_files(records)
-        profile = find_profile(files, opts["threads"], opts["n_gpu_layers"]) if files else None
+        profile = find_profile(files, opts["threads"], opts["n_gpu_layers"], cpu_repack=opts["cpu_repack"]) if files else None
     elif cluster is not None:
         from ..cluster import run_cluster_bench, worker_options
 
@@ -81,14 +96,16 @@ def bench(data, methods, out_dir, limit, offset, report_only, predict_on, model_
                                     retry_errors=retry_errors, revision=revision)
         engine = worker_options(opts, cluster)  # the threads and offload the workers ran with
         files = model_files(records)
-        profile = find_profile(files, engine["threads"], engine["n_gpu_layers"]) if files else None
+        profile = find_profile(files, engine["threads"], engine["n_gpu_layers"], cpu_repack=engine["cpu_repack"]) if files else None
     else:
-        solver = build_solver(opts, progress=progress)
-        records = run_bench(problems, method_list, out_dir,
-                            lambda text, method: solver.solve(text, method=method).to_dict(), progress=progress,
+        from ..bench import solve_arm
+
+        solver = build_solver(opts, progress=progress, reserve=arm_sizes(method_list))
+        records = run_bench(problems, method_list, out_dir, lambda text, arm: solve_arm(solver, text, arm),
+                            progress=progress,
                             trace=trace, retry_errors=retry_errors, revision=revision)
         files = [m.name for m in solver.models.distinct().values()]
-        profile = find_profile(files, opts["threads"], opts["n_gpu_layers"])
+        profile = find_profile(files, opts["threads"], opts["n_gpu_layers"], cpu_repack=opts["cpu_repack"])
     report(records, out_dir, command=command, profile=profile, other_profiles=others, model_map=mapping)
     click.echo(f"report: {out_dir / 'report.md'}")
 

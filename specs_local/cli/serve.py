@@ -18,15 +18,9 @@ def is_loopback(host: str) -> bool:
 
 
 def load_solver(opts: dict, max_n: int):
-    """The solver ``serve`` runs: the models reserve sequence slots for n at load, so
-    load them for the largest n a request may ask for, then serve with the default n."""
-    from ..presets import load_preset
-    from ..search import SearchConfig
-
-    default_n = opts["n"] or load_preset(opts["preset"]).search_defaults.get("n", SearchConfig.n)
-    solver = build_solver({**opts, "n": max(max_n, default_n)})
-    solver.config = solver.config.with_(n=default_n)
-    return solver
+    """The solver ``serve`` runs: the models reserve sequence slots at load for the largest
+    n a request may ask for; the flags' n stays the default."""
+    return build_solver(opts, reserve={"n": max_n})
 
 
 @click.command()

@@ -51,7 +51,7 @@ def speculation_line(solver, opts) -> str | None:
     if models.draft is None:
         return None
     files = [m.name for m in models.distinct().values()]
-    profile = find_profile(files, opts["threads"], opts["n_gpu_layers"])
+    profile = find_profile(files, opts["threads"], opts["n_gpu_layers"], cpu_repack=opts["cpu_repack"])
     return speculation_note(profile, models.draft.name, models.target.name, solver.config.n)
 
 
