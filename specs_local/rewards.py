@@ -24,38 +24,14 @@ from pathlib import Path
 import numpy as np
 
 from .calculator import NEUTRAL, REWARD_FALSE, check_step
+from .chat import question_suffix, solution_prompt
 from .engine import Model, Sequence
 from .errors import SpecsError
 from .presets import REWARD_KINDS
 from .probe import SOLUTION_LOGPROB, ProbeHead
 from .sampling import softmax
 
-SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
 VERIFIER_QUESTION = "Is the last step correct? Answer Yes or No."
-_SLOT = "\u2063SOLUTION\u2063"  # a marker no template produces, to cut a rendered chat at the solution
-
-
-def problem_messages(problem: str, system: str | None = None) -> list[dict]:
-    return [{"role": "system", "content": SYSTEM_PROMPT if system is None else system},
-            {"role": "user", "content": problem}]
-
-
-def solution_prompt(model: Model, problem: str, system: str | None = None) -> str:
-    """The policy prompt: system (ours unless given), problem, then the model's generation prompt."""
-    return model.render_chat(problem_messages(problem, system), add_generation_prompt=True)
-
-
-def question_suffix(model: Model, problem: str, question: str) -> str:
-    """What follows a partial solution to ask ``question`` as a new user turn."""
-    chat = problem_messages(problem) + [
-        {"role": "assistant", "content": _SLOT},
-        {"role": "user", "content": question},
-    ]
-    rendered = model.render_chat(chat, add_generation_prompt=True)
-    head, sep, tail = rendered.partition(_SLOT)
-    if not sep:
-        raise SpecsError(f"chat template of {model.name} drops the assistant turn; cannot ask a verifier question")
-    return tail
 
 
 @dataclass(frozen=True)

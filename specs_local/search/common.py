@@ -13,9 +13,9 @@ from typing import Callable, Generator
 import numpy as np
 
 from ..answers import extract_boxed
+from ..chat import solution_prompt
 from ..engine import Generation, Model, Sequence
 from ..errors import ContextFullError, PromptTooLongError, SpecsError
-from ..rewards import solution_prompt
 from ..sampling import SamplerParams
 
 
