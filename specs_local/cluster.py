@@ -29,9 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .batch import Note, Problem, Record, Summary, error_record, solve_record, write_records
+from .batch import Note, Record, Summary, error_record, solve_record, write_records
 from .bench import run_bench_tasks
 from .errors import SpecsError
+from .problems import Problem
 
 Task = tuple[Problem, str]  # a problem and the method to solve it with
 

@@ -52,7 +52,7 @@ def model_files(records: dict[str, list[dict]]) -> list[str]:
 def bench(data, methods, out_dir, limit, offset, report_only, predict_on, model_map, trace, progress, retry_errors, ray,
           workers, gpus_per_worker, **opts):
     """Compare methods on the problems in DATA (JSONL with id/problem/answer), models loaded once."""
-    from ..batch import read_problems
+    from ..problems import read_problems
     from ..bench import read_records, report, run_bench
     from ..report import git_revision
 
