@@ -131,7 +131,7 @@ class Worker:
     def __init__(self, opts: dict):
         import ray
 
-        from .cli import build_solver
+        from .solver_options import build_solver
 
         self.node = ray.util.get_node_ip_address()
         self.solver, self.load_error = None, None

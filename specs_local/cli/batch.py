@@ -7,7 +7,8 @@ from pathlib import Path
 import click
 
 from ..errors import SpecsError
-from . import build_solver, handle_interrupt, search_options
+from ..solver_options import build_solver
+from . import handle_interrupt, search_options
 
 
 class InputError(click.ClickException):

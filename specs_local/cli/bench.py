@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 
 from ..errors import SpecsError
-from . import build_solver, cpu_repack_option, gpu_layers_option, handle_interrupt, search_options
+from ..solver_options import build_solver
+from . import cpu_repack_option, gpu_layers_option, handle_interrupt, search_options
 from .batch import InputError, cluster_options, ray_options
 
 DEFAULT_METHODS = "specs,beam-target,greedy-target"

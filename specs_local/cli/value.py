@@ -16,7 +16,8 @@ from pathlib import Path
 import click
 
 from ..errors import SpecsError
-from . import SEARCH_KEYS, engine_from, handle_interrupt, search_options
+from ..solver_options import SEARCH_KEYS, engine_from
+from . import handle_interrupt, search_options
 from .batch import InputError, cluster_options, ray_options
 
 
