@@ -82,6 +82,12 @@ def test_the_graph_reader_sees_relative_and_lazy_imports():
     assert "llama_cpp" in edges["specs_local/engine/loading.py"]
 
 
+def test_each_allowance_is_still_an_edge():
+    # Once the edge is gone, its allowance must go too, or it would let the edge come back.
+    edges = graph()
+    assert [edge for edge in ALLOWED if edge[1] not in edges[edge[0]]] == []
+
+
 def test_nothing_below_the_front_ends_imports_one():
     def allowed(importer: str, target: str) -> bool:
         return within(importer, FRONT_ENDS + ENTRY_POINTS) or not within(target, FRONT_ENDS)
