@@ -56,7 +56,7 @@ class SearchConfig:
 @dataclass
 class Models:
     target: Model
-    reward: object  # a reward model (see rewards.py)
+    reward: object  # a reward model (see specs_local/rewards/)
     draft: Model | None = None
 
     def distinct(self) -> dict[str, Model]:
