@@ -15,9 +15,9 @@ import argparse
 import statistics
 import time
 
+from specs_local.chat import solution_prompt
 from specs_local.engine.capture import FINAL_NORM, layer_output
 from specs_local.engine import Model, ModelConfig
-from specs_local.rewards import solution_prompt
 
 
 def median_score_seconds(model: Model, candidates: list[list[int]], repeats: int) -> float:

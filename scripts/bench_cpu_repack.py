@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from specs_local.batch import read_problems  # noqa: E402
+from specs_local.problems import read_problems  # noqa: E402
 from specs_local.engine import Model, ModelConfig  # noqa: E402
 from specs_local.engine.repack import MODES, extra_buffer_types, plan_for, read_cpu_flags  # noqa: E402
 from specs_local.profiling import CHAT_PROMPT, SAMPLE_TEXT, decode_rate, machine_name, prefill_rate  # noqa: E402

@@ -2,7 +2,7 @@
 """Extract a PRM's value head from a Hugging Face checkpoint into a .npz for specs-local.
 
 The head becomes ``w0, b0, w1, b1, ..., kind`` (float32), as ``ValueHead.load``
-in specs_local/rewards.py reads it; the backbone runs in llama.cpp as a GGUF
+in specs_local/rewards/value_head.py reads it; the backbone runs in llama.cpp as a GGUF
 with per-token embeddings and the head is applied in numpy.
 
 Known heads (found automatically, or name one with --prefix):

@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from specs_local.batch import read_problems
+from specs_local.problems import read_problems
 from specs_local.cli.batch import batch as batch_command
 from specs_local.cluster import (ClusterOptions, cluster_records, default_workers, import_ray, node_resources,
                                  worker_pool)

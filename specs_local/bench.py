@@ -15,9 +15,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, TextIO
 
-from .batch import Problem, solve_record
+from .batch import solve_record
 from .errors import SpecsError
 from .output_log import OutputLog, read_log
+from .problems import Problem
 
 
 def parse_arm(label: str) -> tuple[str, dict]:

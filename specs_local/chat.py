@@ -1,4 +1,5 @@
-"""A GGUF's Jinja chat template, rendered with bounded work.
+"""Chat prompts: the policy's prompt for a problem, and a GGUF's Jinja chat template,
+rendered with bounded work.
 
 The template is code from the model file. jinja2's sandbox keeps it away from
 Python's internals but not from building huge values: ``{{ 'x' * 10**9 }}``
@@ -11,12 +12,15 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jinja2.compiler import CodeGenerator
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .errors import SpecsError
+
+if TYPE_CHECKING:  # the engine imports this module to render its templates
+    from .engine import Model
 
 # Real chat prompts are a few KB (tens with a long problem); a million characters
 # is far above any of them and far below what would strain memory.
@@ -201,3 +205,32 @@ def _compile(template: str):
     """The template's Python code. Compiling takes milliseconds and a server renders one
     template per request; the code holds no render state, so every render can share it."""
     return _BoundedSandbox("", MAX_CHARS).compile(template)
+
+
+# -- the policy prompt --------------------------------------------------------
+
+SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
+_SLOT = "\u2063SOLUTION\u2063"  # a marker no template produces, to cut a rendered chat at the solution
+
+
+def problem_messages(problem: str, system: str | None = None) -> list[dict]:
+    return [{"role": "system", "content": SYSTEM_PROMPT if system is None else system},
+            {"role": "user", "content": problem}]
+
+
+def solution_prompt(model: Model, problem: str, system: str | None = None) -> str:
+    """The policy prompt: system (ours unless given), problem, then the model's generation prompt."""
+    return model.render_chat(problem_messages(problem, system), add_generation_prompt=True)
+
+
+def question_suffix(model: Model, problem: str, question: str) -> str:
+    """What follows a partial solution to ask ``question`` as a new user turn."""
+    chat = problem_messages(problem) + [
+        {"role": "assistant", "content": _SLOT},
+        {"role": "user", "content": question},
+    ]
+    rendered = model.render_chat(chat, add_generation_prompt=True)
+    head, sep, tail = rendered.partition(_SLOT)
+    if not sep:
+        raise SpecsError(f"chat template of {model.name} drops the assistant turn; cannot ask a verifier question")
+    return tail

@@ -29,9 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .batch import Note, Problem, Record, Summary, error_record, solve_record, write_records
+from .batch import Note, Record, Summary, error_record, solve_record, write_records
 from .bench import run_bench_tasks, solve_arm
 from .errors import SpecsError
+from .problems import Problem
 
 Task = tuple[Problem, str]  # a problem and the method to solve it with
 
@@ -130,7 +131,7 @@ class Worker:
     def __init__(self, opts: dict):
         import ray
 
-        from .cli import build_solver
+        from .solver_options import build_solver
 
         self.node = ray.util.get_node_ip_address()
         self.solver, self.load_error = None, None

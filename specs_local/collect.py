@@ -28,12 +28,12 @@ from pathlib import Path
 import numpy as np
 
 from .answers import extract_boxed, grade
-from .batch import Problem
 from .calculator import check_step
 from .engine import Model, Sequence
 from .errors import SpecsError
 from .output_log import OutputLog, read_log
 from .probe import SOLUTION_LOGPROB
+from .problems import Problem
 from .search.common import SearchConfig, sampler, start
 
 SOURCES = ("target", "draft")

@@ -75,16 +75,6 @@ def check_decode(path: Path, mode: str, threads: int | None = None, *, timeout: 
     return DecodeCheck(mode, False, detail, seconds)
 
 
-def build_info() -> dict:
-    """llama.cpp's build as this process loads it: version, CPU features, GPU offload."""
-    import llama_cpp as llama
-
-    from .engine import supports_gpu_offload
-
-    features = llama.llama_print_system_info().decode("utf-8", errors="replace").strip().rstrip("|").strip()
-    return {"llama_cpp_python": llama.__version__, "system_info": features, "gpu_offload": supports_gpu_offload()}
-
-
 def cpu_info(cpuinfo: str | Path = "/proc/cpuinfo") -> dict:
     from .engine.repack import AMX_CPU_FLAGS, read_cpu_flags
 
@@ -136,6 +126,7 @@ def model_files(preset: str | None, extra: list[str]) -> tuple[list[dict], list[
 def diagnose(preset: str | None, mode: str, *, models: list[str] = (), threads: int | None = None, decode: bool = True,
              timeout: float = CHILD_TIMEOUT_S) -> dict:
     """The whole report. Its ``ok`` is False where a decode check or a model file failed."""
+    from .engine import build_info
     from .engine.repack import extra_buffer_types, plan_for
     from .run_markers import unclean_exits
 

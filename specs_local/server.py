@@ -35,8 +35,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException
 
 from .answers import extract_boxed
+from .chat import solution_prompt
 from .errors import Cancelled, SpecsError
-from .rewards import solution_prompt
 from .search import ALIASES, STRATEGIES, SearchConfig, SearchResult, Step
 from .search.common import BEAM_ANSWERS, search_stats
 from .solver import Solver, sequences_needed

@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 
 from specs_local.answers import extract_boxed
-from specs_local.batch import Progress, format_summary, read_problems, run_batch
+from specs_local.batch import Progress, format_summary, run_batch
 from specs_local.errors import SpecsError
 from specs_local.output_log import OutputLog, read_log
+from specs_local.problems import read_problems
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -393,7 +394,8 @@ def test_keyboard_interrupt_keeps_finished_records_and_resumes(tmp_path):
 
 KILLED_BATCH = """
 import sys, time
-from specs_local.batch import read_problems, run_batch
+from specs_local.batch import run_batch
+from specs_local.problems import read_problems
 
 def solve(text):
     time.sleep(0.01)

@@ -17,12 +17,14 @@ import ray
 from click.testing import CliRunner
 
 from conftest import kill_once_written
-from specs_local.batch import Problem, read_problems, write_records
-from specs_local.cli import SEARCH_KEYS, main
+from specs_local.batch import write_records
+from specs_local.cli import main
 from specs_local.cli.batch import batch as batch_command
 from specs_local.cluster import (ClusterOptions, WorkerPool, check_room, cluster_records, default_workers,
                                  worker_options)
 from specs_local.errors import SpecsError
+from specs_local.problems import Problem, read_problems
+from specs_local.solver_options import SEARCH_KEYS
 from test_batch import read_records, write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from specs_local.chat import solution_prompt
 from specs_local.engine import Model, ModelConfig
-from specs_local.rewards import solution_prompt
 from specs_local.search import SearchConfig
 from specs_local.solver import EngineOptions, Solver
 

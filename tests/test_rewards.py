@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from specs_local.calculator import REWARD_FALSE, REWARD_HOLDS, check_step
+from specs_local.chat import question_suffix, solution_prompt
 from specs_local.engine import Model, ModelConfig
-from specs_local.rewards import (VERIFIER_QUESTION, CalculatorReward, PromptedReward, make_reward,
-                                 question_suffix, solution_prompt)
+from specs_local.rewards import VERIFIER_QUESTION, CalculatorReward, PromptedReward, make_reward
 from specs_local.sampling import softmax
 
 PROBLEM = "What is 12 times 7?"

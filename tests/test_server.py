@@ -229,7 +229,7 @@ def test_max_tokens_caps_the_solution_with_finish_reason_length(server):
 
 
 def test_a_system_message_replaces_the_system_prompt(server):
-    from specs_local.rewards import SYSTEM_PROMPT
+    from specs_local.chat import SYSTEM_PROMPT
 
     client = server.client()
 

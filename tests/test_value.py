@@ -11,11 +11,12 @@ import pytest
 from click.testing import CliRunner
 from conftest import kill_once_written
 
+from specs_local.chat import solution_prompt
 from specs_local.cli import main
 from specs_local.collect import load_collection, output_paths
 from specs_local.engine import Model, ModelConfig
 from specs_local.errors import SpecsError
-from specs_local.rewards import CalculatorReward, ProbeReward, make_reward, solution_prompt
+from specs_local.rewards import CalculatorReward, ProbeReward, make_reward
 from specs_local.search import SearchConfig
 from specs_local.solver import EngineOptions, Solver
 

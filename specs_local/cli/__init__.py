@@ -156,14 +156,6 @@ def engine_options(func):
     return func
 
 
-def engine_from(opts: dict):
-    """The EngineOptions of a command's engine flags."""
-    from ..solver import EngineOptions
-
-    return EngineOptions(n_gpu_layers=opts["n_gpu_layers"], threads=opts["threads"], ctx=opts["ctx"],
-                         cpu_repack=opts.get("cpu_repack") or "auto")
-
-
 def _warn_without_offload(ctx, param, layers: int) -> int:
     # llama.cpp ignores the layer count on a build without GPU support, so a user who
     # asked for offload would otherwise wonder why it is slow.
@@ -180,22 +172,6 @@ def gpu_layers_option():
     """--n-gpu-layers, warning where this build would ignore it."""
     return click.option("--n-gpu-layers", type=int, default=0, show_default=True, callback=_warn_without_offload,
                         help="Layers to offload (-1: all).")
-
-
-SEARCH_KEYS = ("n", "beam_width", "beam_answer", "temperature", "beta", "tau_reject", "tau_switch", "greedy_candidate",
-               "k", "select", "veto", "stop_confidence", "window", "rsd_delta", "max_steps", "max_step_tokens", "seed")
-
-
-def build_solver(opts: dict, *, progress: bool = True, reserve: dict | None = None):
-    """A Solver from the shared flags (models load here, once). ``reserve``: the largest n and
-    k a search may ask for later (a request, a bench arm), which the models reserve slots for."""
-    from ..solver import Solver
-
-    engine = engine_from(opts)
-    search = {k: opts[k] for k in SEARCH_KEYS if opts.get(k) is not None}
-    overrides = {k: opts.get(k) for k in ("draft", "target", "reward", "reward_kind", "value_head")}
-    return Solver.from_preset(opts["preset"], method=opts["method"], search=search, engine=engine,
-                              progress=progress, reserve=reserve, **overrides)
 
 
 def read_problem(problem: str | None, file: Path | None) -> str:

@@ -7,7 +7,8 @@ from pathlib import Path
 import click
 
 from ..errors import SpecsError
-from . import build_solver, handle_interrupt, search_options
+from ..solver_options import build_solver
+from . import handle_interrupt, search_options
 
 
 class InputError(click.ClickException):
@@ -62,7 +63,8 @@ def cluster_options(ray: str | None, workers: int | None, gpus_per_worker: float
 @handle_interrupt
 def batch(input_path, output_path, trace, progress, retry_errors, ray, workers, gpus_per_worker, **opts):
     """Solve every problem in INPUT (JSONL with id/problem/answer, or one problem per line)."""
-    from ..batch import format_summary, read_problems, run_batch
+    from ..batch import format_summary, run_batch
+    from ..problems import read_problems
 
     cluster = cluster_options(ray, workers, gpus_per_worker, opts)
     try:

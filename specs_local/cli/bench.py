@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 
 from ..errors import SpecsError
-from . import build_solver, cpu_repack_option, gpu_layers_option, handle_interrupt, search_options
+from ..solver_options import build_solver
+from . import cpu_repack_option, gpu_layers_option, handle_interrupt, search_options
 from .batch import InputError, cluster_options, ray_options
 
 DEFAULT_METHODS = "specs,beam-target,greedy-target"
@@ -67,7 +68,7 @@ def model_files(records: dict[str, list[dict]]) -> list[str]:
 def bench(data, methods, out_dir, limit, offset, report_only, predict_on, model_map, trace, progress, retry_errors, ray,
           workers, gpus_per_worker, **opts):
     """Compare methods on the problems in DATA (JSONL with id/problem/answer), models loaded once."""
-    from ..batch import read_problems
+    from ..problems import read_problems
     from ..bench import read_records, report, run_bench
     from ..report import git_revision
 

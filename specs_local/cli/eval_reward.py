@@ -18,7 +18,8 @@ import click
 
 from ..presets import REWARD_KINDS
 from ..report import git_revision
-from . import engine_from, engine_options, handle_interrupt
+from ..solver_options import engine_from
+from . import engine_options, handle_interrupt
 
 SOURCES = ("gsm8k", "math500")
 DEFAULT_KINDS = "calculator,self,verifier,calculator+self"

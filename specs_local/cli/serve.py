@@ -5,7 +5,8 @@ import ipaddress
 
 import click
 
-from . import build_solver, search_options
+from ..solver_options import build_solver
+from . import search_options
 
 
 def is_loopback(host: str) -> bool:

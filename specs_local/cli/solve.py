@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from . import build_solver, handle_interrupt, read_problem, search_options
+from ..solver_options import build_solver
+from . import handle_interrupt, read_problem, search_options
 
 
 def step_header(index: int, step) -> str:

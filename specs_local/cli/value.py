@@ -16,7 +16,8 @@ from pathlib import Path
 import click
 
 from ..errors import SpecsError
-from . import SEARCH_KEYS, engine_from, handle_interrupt, search_options
+from ..solver_options import SEARCH_KEYS, engine_from
+from . import handle_interrupt, search_options
 from .batch import InputError, cluster_options, ray_options
 
 
@@ -142,7 +143,7 @@ def collect(input_path, output_path, k, layers, limit, offset, no_draft, mc_roll
     """Sample solutions to INPUT's problems (JSONL with answers) step by step and
     record, for every step, the target's hidden state and whether its solution
     ends correct. Never collect on a benchmark set you report on."""
-    from ..batch import read_problems
+    from ..problems import read_problems
     from ..collect import MonteCarlo
     from ..collect import collect as run_collect
     from ..output_log import OutputLog

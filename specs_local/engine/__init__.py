@@ -5,7 +5,7 @@ once and forked with ``llama_memory_seq_cp``. Every decode is one explicit ``lla
 rows carry a sequence id and a position; positions come from ``Sequence.tokens`` and nowhere else.
 This package is the only code that calls llama.cpp. Its parts:
 
-- :mod:`.loading`: the backend, a GGUF file into a model, a context over it;
+- :mod:`.loading`: the backend and what its build supports, a GGUF file into a model, a context over it;
 - :mod:`.vocab`: text to tokens and back, special tokens, the tokenizer's fingerprint;
 - :mod:`.sequences`: what a sequence holds, and the table of ids and KV cells;
 - :mod:`.batching`: feeding tokens through one batch per decode, reading the outputs back;
@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from .accounting import KINDS, KVCells, Usage, batch_class
 from .generation import STEP_DELIMITER
-from .loading import ModelConfig, check_gguf_file, supports_gpu_offload
+from .loading import ModelConfig, build_info, check_gguf_file, supports_gpu_offload
 from .model import Model
 from .sequences import Generation, Sequence
 
 __all__ = ["KINDS", "STEP_DELIMITER", "Generation", "KVCells", "Model", "ModelConfig", "Sequence", "Usage",
-           "batch_class", "check_gguf_file", "supports_gpu_offload"]
+           "batch_class", "build_info", "check_gguf_file", "supports_gpu_offload"]

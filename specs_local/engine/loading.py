@@ -47,6 +47,12 @@ def supports_gpu_offload() -> bool:
     return bool(llama.llama_supports_gpu_offload())
 
 
+def build_info() -> dict:
+    """llama.cpp's build as this process loads it: version, CPU features, GPU offload."""
+    features = llama.llama_print_system_info().decode("utf-8", errors="replace").strip().rstrip("|").strip()
+    return {"llama_cpp_python": llama.__version__, "system_info": features, "gpu_offload": supports_gpu_offload()}
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     n_ctx: int = 8192

@@ -20,7 +20,7 @@ from ..errors import SpecsError
 from .hashing import SHA256_HEX
 
 ROLES = ("draft", "target", "reward")
-# As in rewards.py; only "calculator" needs no model file.
+# As make_reward (rewards/__init__.py) builds them; only "calculator" needs no model file.
 REWARD_KINDS = ("verifier", "self", "token-prm", "value-prm", "probe", "calculator", "calculator+self",
                 "calculator+verifier", "calculator+token-prm", "calculator+value-prm", "calculator+probe")
 DEFAULT_PRESET = "small"
@@ -57,7 +57,7 @@ class Role:
     """A preset's role: its own model file, or another role's (``uses``).
 
     ``template`` holds the reward model's prompt settings, keyed as the keyword
-    arguments of the reward constructor in rewards.py."""
+    arguments of the reward constructor in rewards/__init__.py."""
 
     name: str
     model: ModelFile | None = None

@@ -13,9 +13,9 @@ from typing import Callable, Generator
 import numpy as np
 
 from ..answers import extract_boxed
+from ..chat import solution_prompt
 from ..engine import Generation, Model, Sequence
 from ..errors import ContextFullError, PromptTooLongError, SpecsError
-from ..rewards import solution_prompt
 from ..sampling import SamplerParams
 from ..selection import RULES
 
@@ -71,7 +71,7 @@ class SearchConfig:
 @dataclass
 class Models:
     target: Model
-    reward: object  # a reward model (see rewards.py)
+    reward: object  # a reward model (see specs_local/rewards/)
     draft: Model | None = None
 
     def distinct(self) -> dict[str, Model]:
