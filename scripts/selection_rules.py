@@ -1,0 +1,164 @@
+#!/usr/bin/env python3
+"""Every solution-level rule, recomputed from the records of one run, without rerunning it.
+
+    python scripts/selection_rules.py runs/train/best-of-n@n=4.jsonl [more.jsonl ...] [--json OUT]
+        [--stop-window 32] [--stop-percentiles 5,10,20,30]
+
+Each record of a method that chooses among whole solutions (best-of-n, SPECS with k chains,
+beam with --beam-answer select) keeps every candidate's answer and scores (`selection`, or
+`trace.extra` in traced records). For each rule of specs_local/selection.py, with and without
+the calculator's veto, this grades the answer the rule would have given, beside one sample
+(the mean over candidates), the oracle (any candidate right), and the rule the run used (whose
+recomputed choice must equal the recorded one: a mismatch is counted and printed).
+
+With traced records (`bench --trace`, which keep each candidate's per-token confidence), it also
+replays early stopping (DeepConf's online mode): at each bar (a percentile of the candidates'
+lowest windowed confidence over all problems) a candidate stops at the first window below it,
+its tokens after that point are rows saved, and it leaves the choice as an unfinished solution.
+Each sample draws from its own random stream, so a stopped sample leaves the others as they
+were: the replay is what the run with that bar would have done, save for the small changes a
+smaller batch can make to llama.cpp's arithmetic.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from specs_local.answers import grade_many, normalize_answer  # noqa: E402
+from specs_local.output_log import read_log  # noqa: E402
+from specs_local.report import sign_test, wilson_interval  # noqa: E402
+from specs_local.selection import RULES, choose, from_record  # noqa: E402
+
+
+def selection_of(record: dict) -> dict | None:
+    return record.get("selection") or (record.get("trace", {}).get("extra") if "trace" in record else None)
+
+
+def load(paths: list[Path]) -> list[dict]:
+    """Finished records that carry a choice among candidates, with a gold answer."""
+    records = []
+    for path in paths:
+        for record in read_log(path).values():
+            chosen = selection_of(record)
+            if "error" not in record and record.get("gold") is not None and chosen and chosen.get("candidates"):
+                full = record.get("trace", {}).get("extra") or chosen  # the traced copy has the confidences
+                records.append({"id": record["id"], "gold": record["gold"], "selection": full,
+                                "correct": bool(record.get("correct"))})
+    return records
+
+
+def grade_candidates(records: list[dict]) -> None:
+    """Each candidate's correctness, graded once per distinct (answer, gold)."""
+    pairs = sorted({(c["answer"], r["gold"]) for r in records for c in r["selection"]["candidates"]
+                    if c["answer"] is not None}, key=str)
+    verdicts = dict(zip(pairs, grade_many(pairs)))
+    for r in records:
+        r["right"] = [c["answer"] is not None and verdicts[(c["answer"], r["gold"])]
+                      for c in r["selection"]["candidates"]]
+
+
+def first_stop(confidence: list[float], bar: float, window: int) -> int | None:
+    """The token count at which a sample stops: the end of its first window whose mean is below the bar."""
+    if len(confidence) < window:
+        return None
+    sums = np.convolve(np.asarray(confidence, dtype=float), np.ones(window), mode="valid") / window
+    below = np.flatnonzero(sums < bar)
+    return int(below[0]) + window if len(below) else None
+
+
+def rule_table(records: list[dict], stopped: list[list[int | None]] | None = None) -> dict[str, dict]:
+    """Solved counts by rule (and veto), with early stopping where ``stopped`` says where each candidate stops."""
+    table = {}
+    for veto in (True, False):
+        for rule in RULES:
+            solved = 0
+            for i, r in enumerate(records):
+                candidates = [from_record(c) for c in r["selection"]["candidates"]]
+                if stopped is not None:  # a stopped sample has no answer and did not end
+                    candidates = [replace(c, ended=False, answer=None) if stopped[i][j] is not None else c
+                                  for j, c in enumerate(candidates)]
+                chosen = choose(candidates, rule, veto=veto)
+                solved += bool(r["right"][chosen] and (stopped is None or stopped[i][chosen] is None))
+            table[f"{rule}{'' if veto else ' (no veto)'}"] = {"solved": solved}
+    return table
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("logs", nargs="+", type=Path, help="bench records (JSONL), e.g. runs/x/best-of-n.jsonl")
+    parser.add_argument("--json", type=Path, default=None, help="also write every figure here")
+    parser.add_argument("--stop-window", type=int, default=32, help="tokens of the confidence window replayed")
+    parser.add_argument("--stop-percentiles", default="5,10,20,30,40",
+                        help="bars to replay: percentiles of the candidates' lowest windowed confidence")
+    args = parser.parse_args(argv)
+    records = load(args.logs)
+    if not records:
+        print("no records with candidates and a gold answer", file=sys.stderr)
+        return 1
+    grade_candidates(records)
+    n = len(records)
+    out = {"logs": [str(p) for p in args.logs], "problems": n}
+    mismatches = [r["id"] for r in records if r["selection"]["select"] in RULES and
+                  choose([from_record(c) for c in r["selection"]["candidates"]], r["selection"]["select"],
+                         veto=r["selection"]["veto"]) != r["selection"]["chosen"]]
+    one_sample = sum(np.mean(r["right"]) for r in records)
+    oracle = sum(any(r["right"]) for r in records)
+    majority_size = np.mean([len({normalize_answer(c["answer"]) for c in r["selection"]["candidates"]}) for r in records])
+    table = rule_table(records)
+    print(f"{n} problems, {np.mean([len(r['right']) for r in records]):.1f} candidates each "
+          f"({majority_size:.1f} distinct answers); the run's own choice: {sum(r['correct'] for r in records)} solved; "
+          f"recomputed choices that differ from the recorded ones: {len(mismatches)} {mismatches[:5]}")
+    print(f"one sample (mean over candidates): {one_sample:.1f}; any candidate right (oracle): {oracle}")
+    print("| rule | solved | 95% interval | gained / lost against `logprob` (sign test p) |")
+    print("|---|---|---|---|")
+    base = {r["id"]: r["right"][choose([from_record(c) for c in r["selection"]["candidates"]], "logprob")]
+            for r in records}
+    for name, figures in table.items():
+        rule, veto = name.split(" ")[0], "no veto" not in name
+        picks = {r["id"]: r["right"][choose([from_record(c) for c in r["selection"]["candidates"]], rule, veto=veto)]
+                 for r in records}
+        gained = sum(picks[i] and not base[i] for i in picks)
+        lost = sum(base[i] and not picks[i] for i in picks)
+        low, high = wilson_interval(figures["solved"], n)
+        figures.update(gained=gained, lost=lost, p=sign_test(gained, lost))
+        print(f"| {name} | {figures['solved']}/{n} = {figures['solved'] / n:.0%} | [{low:.0%}, {high:.0%}] | "
+              f"+{gained} / -{lost} (p {figures['p']:.2f}) |")
+    out.update(mismatches=mismatches, one_sample=one_sample, oracle=oracle, rules=table)
+
+    traced = [r for r in records if all("confidence" in c for c in r["selection"]["candidates"])]
+    if traced and len(traced) == n:
+        lows = [min(np.convolve(c["confidence"], np.ones(args.stop_window), mode="valid") / args.stop_window)
+                for r in records for c in r["selection"]["candidates"] if len(c["confidence"]) >= args.stop_window]
+        total = sum(len(c["confidence"]) for r in records for c in r["selection"]["candidates"])
+        out["early_stopping"] = {"window": args.stop_window, "total_rows": total, "bars": []}
+        print(f"\nEarly stopping replayed (window {args.stop_window} tokens; {total} target rows decoded without it):")
+        print("| bar (percentile) | candidates stopped | rows saved | " + " | ".join(
+            r for r in ("logprob", "vote-logprob", "majority")) + " |")
+        print("|---|---|---|---|---|---|")
+        for pct in (float(p) for p in args.stop_percentiles.split(",")):
+            bar = float(np.percentile(lows, pct))
+            stopped = [[first_stop(c["confidence"], bar, args.stop_window) for c in r["selection"]["candidates"]]
+                       for r in records]
+            saved = sum(len(c["confidence"]) - at for r, stops in zip(records, stopped)
+                        for c, at in zip(r["selection"]["candidates"], stops) if at is not None)
+            count = sum(at is not None for stops in stopped for at in stops)
+            solved = rule_table(records, stopped)
+            out["early_stopping"]["bars"].append({"percentile": pct, "bar": bar, "stopped": count,
+                                                  "rows_saved": saved, "rules": solved})
+            print(f"| {bar:.3f} ({pct:g}%) | {count} | {saved / total:.0%} | " +
+                  " | ".join(f"{solved[r]['solved']}/{n}" for r in ("logprob", "vote-logprob", "majority")) + " |")
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
