@@ -164,3 +164,38 @@ def test_early_stopping_saves_rows_and_keeps_the_other_samples(boxed):
     for before, after in zip(full.extra["candidates"], cands):
         if after["ended"]:
             assert after["answer"] == before["answer"] and after["tokens"] == before["tokens"]
+
+
+def test_the_rules_script_recomputes_a_runs_choices_and_replays_early_stopping(tiny_models, data_dir, tmp_path,
+                                                                               monkeypatch):
+    import json
+    import subprocess
+    import sys
+
+    from click.testing import CliRunner
+
+    from conftest import ROOT
+    from specs_local.cli import main
+
+    monkeypatch.setenv("SPECS_LOCAL_HOME", str(tmp_path / "home"))
+    out = tmp_path / "run"
+    args = ["bench", str(data_dir / "gsm8k.jsonl"), "--limit", "4", "--methods", "best-of-n@n=4@select=majority",
+            "--out", str(out), "--target", str(tiny_models["boxed"]), "--draft", str(tiny_models["boxed-draft"]),
+            "--reward-kind", "calculator", "--max-step-tokens", "12", "--threads", "1", "--no-progress", "--trace"]
+    assert CliRunner().invoke(main, args, catch_exceptions=False).exit_code == 0
+    log = out / "best-of-n@n=4@select=majority.jsonl"
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert all(len(r["selection"]["candidates"]) == 4 and "confidence" not in r["selection"]["candidates"][0]
+               for r in records)  # every record keeps the scores; only the trace keeps per-token confidence
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "selection_rules.py"), str(log),
+                           "--json", str(tmp_path / "rules.json"), "--stop-window", "4"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    figures = json.loads((tmp_path / "rules.json").read_text())
+    assert figures["problems"] == 4 and figures["mismatches"] == []
+    own = sum(r["correct"] for r in records)
+    assert figures["rules"]["majority"]["solved"] == own  # the run's own rule, recomputed
+    assert "recomputed choices that differ from the recorded ones: 0" in done.stdout
+    bars = figures["early_stopping"]["bars"]
+    assert bars and all(0 <= b["rows_saved"] <= figures["early_stopping"]["total_rows"] for b in bars)
+    assert bars[-1]["stopped"] >= bars[0]["stopped"]  # a higher bar stops more
