@@ -32,6 +32,7 @@ from typing import Any
 from .batch import Note, Record, Summary, error_record, solve_record, write_records
 from .bench import run_bench_tasks, solve_arm
 from .errors import SpecsError
+from .solver_options import build_solver, method_of
 from .problems import Problem
 
 Task = tuple[Problem, str]  # a problem and the method to solve it with
@@ -130,8 +131,6 @@ class Worker:
 
     def __init__(self, opts: dict):
         import ray
-
-        from .solver_options import build_solver
 
         self.node = ray.util.get_node_ip_address()
         self.solver, self.load_error = None, None
@@ -345,7 +344,7 @@ def cluster_records(tasks: Sequence[Task], pool: WorkerPool, *, trace: bool = Fa
 def run_cluster_batch(problems: Sequence[Problem], output_path, opts: dict, options: ClusterOptions, *,
                       trace: bool = False, progress: bool = True, out=None, retry_errors: bool = False) -> Summary:
     """``run_batch`` on a Ray cluster: ``opts`` are the search options, as ``build_solver`` takes them."""
-    method = opts["method"]
+    method = method_of(opts)
     with worker_pool(opts, options) as pool:
         def produce(todo: list[Problem], note: Note) -> Iterator[Record]:
             return cluster_records([(problem, method) for problem in todo], pool, trace=trace, note=note)

@@ -20,6 +20,13 @@ def engine_from(opts: dict):
                          cpu_repack=opts.get("cpu_repack") or "auto")
 
 
+def method_of(opts: dict) -> str:
+    """The method the flags ask for, else the preset's."""
+    from .presets import load_preset
+
+    return opts.get("method") or load_preset(opts["preset"]).method
+
+
 def build_solver(opts: dict, *, progress: bool = True, reserve: dict | None = None):
     """A Solver from the shared flags (models load here, once). ``reserve``: the largest n and
     k a search may ask for later (a request, a bench arm), which the models reserve slots for."""
@@ -28,5 +35,5 @@ def build_solver(opts: dict, *, progress: bool = True, reserve: dict | None = No
     engine = engine_from(opts)
     search = {k: opts[k] for k in SEARCH_KEYS if opts.get(k) is not None}
     overrides = {k: opts.get(k) for k in ("draft", "target", "reward", "reward_kind", "value_head")}
-    return Solver.from_preset(opts["preset"], method=opts["method"], search=search, engine=engine,
+    return Solver.from_preset(opts["preset"], method=method_of(opts), search=search, engine=engine,
                               progress=progress, reserve=reserve, **overrides)

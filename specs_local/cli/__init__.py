@@ -98,7 +98,8 @@ def search_options(func):
     """The flags every front end that runs searches shares."""
     options = [
         click.option("--preset", default="small", show_default=True, help="Model preset (see `specs-local models list`)."),
-        click.option("--method", type=click.Choice(METHODS), default="specs", show_default=True),
+        click.option("--method", type=click.Choice(METHODS), default=None,
+                     help="The search (default: the preset's, `specs-local models list` names it)."),
         click.option("--n", type=click.IntRange(1, 64), default=None, help="Candidates per step (beam: in total). [4]"),
         click.option("--beam-width", type=click.IntRange(1, 64), default=None, help="Beam search: candidates per kept prefix. [2]"),
         click.option("--beam-answer", type=click.Choice(BEAM_ANSWERS), default=None,

@@ -79,6 +79,6 @@ def batch(input_path, output_path, trace, progress, retry_errors, ray, workers, 
     else:
         solver = build_solver(opts, progress=progress)  # the models load once for the whole file
         summary = run_batch(problems, output_path, lambda text: solver.solve(text).to_dict(),
-                            method=opts["method"], trace=trace, progress=progress, out=sys.stderr,
+                            method=solver.method, trace=trace, progress=progress, out=sys.stderr,
                             retry_errors=retry_errors)
     click.echo(format_summary(summary))

@@ -44,7 +44,7 @@ def list_command() -> None:
     for name in list_presets():
         preset = load_preset(name)
         default = " (default)" if name == DEFAULT_PRESET else ""
-        click.echo(f"{name}{default}: {preset.description}")
+        click.echo(f"{name}{default}: {preset.description}; method {preset.method}")
         for role in ROLES:
             status = role_status(preset, role)
             if status.source == "uses":

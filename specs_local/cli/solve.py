@@ -79,7 +79,7 @@ def solve(problem, file, as_json, **opts):
     except KeyboardInterrupt:
         from ..search.common import SearchResult
 
-        partial = SearchResult(opts["method"], "".join(s.text for s in steps), None, steps, {}, "interrupted")
+        partial = SearchResult(solver.method, "".join(s.text for s in steps), None, steps, {}, "interrupted")
         if as_json:
             click.echo(json.dumps(partial.to_dict(), ensure_ascii=False))
         raise  # handle_interrupt says "Interrupted." and exits 130; the steps are already printed

@@ -74,6 +74,7 @@ class Preset:
     install: str  # the command that installs or fetches this preset's files
     roles: Mapping[str, Role]
     search_defaults: Mapping[str, Any]  # SearchConfig fields
+    method: str = "specs"  # the search `solve`, `batch` and the server run unless told
 
     def has_role(self, role: str) -> bool:
         """Whether a role runs on a model file (a calculator reward does not)."""
@@ -176,6 +177,7 @@ def _parse_preset(name: str, raw: dict) -> Preset:
         install=str(raw.get("install", "")),
         roles=roles,
         search_defaults=dict(raw.get("search", {})),
+        method=str(raw.get("method", "specs")),
     )
 
 
