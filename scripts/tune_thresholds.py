@@ -23,7 +23,7 @@ import sys
 
 import numpy as np
 
-from specs_local.collect import load_collection
+from specs_local.collection import load_collection
 from specs_local.probe import ProbeHead
 from specs_local.probe_train import predict_rows, validation_mask
 

@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 
-from specs_local.collect import load_collection
+from specs_local.collection import load_collection
 from specs_local.probe_train import train_probe, validation_mask
 
 

@@ -20,7 +20,7 @@ import sys
 
 import numpy as np
 
-from specs_local.collect import load_collection
+from specs_local.collection import load_collection
 from specs_local.probe import SOLUTION_LOGPROB, ProbeHead, train_head
 from specs_local.probe_train import columns, figures, predict_rows, validation_mask
 

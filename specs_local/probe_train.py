@@ -14,7 +14,7 @@ import hashlib
 
 import numpy as np
 
-from .collect import Collection
+from .collection import Collection
 from .errors import SpecsError
 from .probe import SOLUTION_LOGPROB, ProbeHead, pairwise_accuracy, roc_auc, train_head
 

@@ -131,7 +131,7 @@ def test_bench_on_ray_gives_the_records_of_one_machine(address, local_run, model
 def collection_by_problem(path: Path) -> dict[str, tuple]:
     """Each problem's record (less where its rows lie) and its feature rows: what must not
     depend on which process collected it or in what order it came back."""
-    from specs_local.collect import load_collection
+    from specs_local.collection import load_collection
 
     loaded = load_collection(path)
     records = {r["id"]: {k: v for k, v in r.items() if k != "features"} for r in read_records(path)}
@@ -181,7 +181,8 @@ def test_a_problem_that_raises_in_a_collect_worker_is_told_and_left_for_a_rerun(
 
     from specs_local.cli.value import collect as collect_command
     from specs_local.cluster import run_cluster_collect
-    from specs_local.collect import MonteCarlo, output_paths
+    from specs_local.collect import MonteCarlo
+    from specs_local.collection import output_paths
 
     data = write_jsonl(tmp_path / "train.jsonl", PROBLEMS[:2])
     first = tmp_path / "first.jsonl"

@@ -5,6 +5,8 @@ target's own scoring prefill."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -13,7 +15,7 @@ from conftest import kill_once_written
 
 from specs_local.chat import solution_prompt
 from specs_local.cli import main
-from specs_local.collect import load_collection, output_paths
+from specs_local.collection import load_collection, output_paths
 from specs_local.engine import Model, ModelConfig
 from specs_local.errors import SpecsError
 from specs_local.rewards import CalculatorReward, ProbeReward, make_reward
@@ -180,6 +182,23 @@ def head_file(collection, tmp_path_factory):
     assert result.exit_code == 0, result.output
     assert "chose result_norm" in result.output
     return head
+
+
+def test_value_train_and_eval_never_load_llama_cpp(collection, tmp_path):
+    """Fitting and scoring a logistic head reads a collection with numpy alone: the
+    commands run in a process that never imports llama.cpp."""
+    _, out = collection
+    head = tmp_path / "probe.npz"
+    script = ("import sys\n"
+              "from specs_local.cli import main\n"
+              f"for args in (['value', 'train', {str(out)!r}, '-o', {str(head)!r}, '--val-fraction', '0.25'],\n"
+              f"             ['value', 'eval', {str(head)!r}, {str(out)!r}]):\n"
+              "    main(args, standalone_mode=False)\n"
+              "print('loaded:', sorted(m for m in sys.modules if m == 'llama_cpp' or m.startswith('specs_local.engine')))\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert head.exists() and "pairwise last step" in result.stdout
+    assert "loaded: []" in result.stdout, result.stdout
 
 
 def test_train_writes_a_head_that_records_its_target(head_file, tiny_models):

@@ -191,7 +191,7 @@ def collect(input_path, output_path, k, layers, limit, offset, no_draft, mc_roll
 @click.option("--seed", type=int, default=0, show_default=True)
 def train(collection_path, head_path, val_fraction, seed):
     """Fit a calibrated logistic head on COLLECTION (from `value collect`) and write it."""
-    from ..collect import load_collection
+    from ..collection import load_collection
     from ..probe_train import train_probe
 
     collection = load_collection(collection_path)
@@ -227,7 +227,7 @@ def describe(fig: dict) -> str:
 def evaluate(head_path, collection_path, as_json):
     """The figures of HEAD on every problem of COLLECTION (collected for the same
     target, on problems the head was not trained on)."""
-    from ..collect import load_collection
+    from ..collection import load_collection
     from ..probe import ProbeHead
     from ..probe_train import evaluate_head
 
@@ -251,8 +251,8 @@ def replay(source_path, output_path, layers, limit, progress, **opts):
     feeding their text through the target: other layers, or a features file that
     was not kept, without sampling anything. Needs only COLLECTION's JSONL and
     .meta.json, and the target it was collected with."""
-    from ..collect import output_paths
     from ..collect import replay as run_replay
+    from ..collection import output_paths
     from ..engine import Model
     from ..output_log import OutputLog, read_log
     from ..presets import known_sha256, resolve
