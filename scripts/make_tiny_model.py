@@ -196,6 +196,9 @@ BIGRAMS = {
         "eog": {"\\": 6.0},
     },
 }
+# "boxed" whose solutions end with either end-of-generation token, <|im_end|> or <|endoftext|>.
+BIGRAMS["boxed-either-end"] = {**BIGRAMS["boxed"], "}": {"delim": 3.0, "eog": 3.0, "<|endoftext|>": 3.0},
+                               "<|endoftext|>": {"\\": 6.0}}
 
 
 def bigram_weights(tokens: list[str], n_embd: int, rng: np.random.Generator,

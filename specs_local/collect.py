@@ -45,13 +45,14 @@ def sample_solutions(target: Model, policy: Model, problem: str, k: int, config:
     target's hidden state after each step: [{"steps": [...], "hidden": [rows]}].
     A ``prefix`` (earlier steps' text) continues a solution instead of starting one."""
     own = policy is target
-    heads = [start(target, problem, config)] + ([] if own else [start(policy, problem, config)])
-    for model, head in zip((target, policy), heads):
-        if prefix:  # fed by the fork below, in one batch with nothing else
-            model.append_lazily(head, model.tokenize(prefix))
+    heads: list[Sequence] = []  # the target's, then the draft's: each started inside the try, so none leaks
     seqs_t: list[Sequence] = []
     seqs_p: list[Sequence] = []
     try:
+        for model in (target,) if own else (target, policy):
+            heads.append(start(model, problem, config))
+            if prefix:  # fed by the fork below, in one batch with nothing else
+                model.append_lazily(heads[-1], model.tokenize(prefix))
         seqs_t = target.fork(heads[0], k)
         seqs_p = seqs_t if own else policy.fork(heads[1], k)
         solutions = [{"steps": [], "hidden": []} for _ in range(k)]
@@ -72,6 +73,8 @@ def sample_solutions(target: Model, policy: Model, problem: str, k: int, config:
             for i, g, lp in zip(active, gens, target_lp):
                 solutions[i]["steps"].append({
                     "text": g.text, "tokens": len(g.tokens), "finish": g.finish,
+                    # the end-of-generation token sampled (not in the text): replay feeds it again
+                    **({"end_token": int(g.tokens[-1])} if g.finish == "eog" else {}),
                     "target_logprob": float(np.mean(lp)) if len(lp) else 0.0,
                     "policy_logprob": g.mean_logprob, "calculator": check_step(g.text),
                 })
@@ -140,6 +143,12 @@ class FeatureFile:
         self._f.close()
 
 
+def feature_rows(hidden: list[np.ndarray]) -> np.ndarray:
+    """Steps' hidden states as the rows of a features file; none at all when no
+    step was taken (every solution found the context full from its prompt)."""
+    return np.stack(hidden) if hidden else np.zeros((0, 0), dtype=np.float32)
+
+
 def open_meta(meta_path: Path, meta: dict) -> None:
     """Write the meta file, or check that a resumed run collects the same kind of rows."""
     if meta_path.exists():
@@ -205,7 +214,7 @@ def collect_problem(problem: Problem, *, target: Model, draft: Model | None, k: 
         policy = target if source == "target" else draft
         if policy is not None:
             by_source[source] = sample_solutions(target, policy, problem.text, k, config, rng)
-    rows = np.stack([h for sols in by_source.values() for s in sols for h in s["hidden"]])
+    rows = feature_rows([h for sols in by_source.values() for s in sols for h in s["hidden"]])
     for sols in by_source.values():
         for s in sols:
             del s["hidden"]
@@ -252,9 +261,11 @@ def collect(problems: list[Problem], out: Path, *, target: Model, draft: Model |
 
 
 def step_tokens(target: Model, step: dict) -> list[int]:
-    """The tokens a recorded step was evaluated as: its text, and the end-of-turn
-    token that ended the solution (the collection fed it too)."""
-    return target.tokenize(step["text"]) + ([target.vocab.eot_token] if step["finish"] == "eog" else [])
+    """The tokens a recorded step was evaluated as: its text, and the end-of-generation
+    token that ended the solution (the collection fed it too). Collections made before
+    steps recorded that token get the end-of-turn token, the one a chat turn ends with."""
+    end = [step.get("end_token", target.vocab.eot_token)] if step["finish"] == "eog" else []
+    return target.tokenize(step["text"]) + end
 
 
 def replay_solutions(target: Model, problem: str, solutions: list[dict], config: SearchConfig) -> list[list[np.ndarray]]:
@@ -296,7 +307,7 @@ def replay(records: list[dict], out: Path, *, target: Model, config: SearchConfi
                     for h in per_solution]
             retokenized += sum(len(step_tokens(target, step)) != step["tokens"]
                                for sol in sols for step in sol["steps"])
-            offset = features.append(np.stack(rows))
+            offset = features.append(feature_rows(rows))
             record = {**record, "method": "replay", "features": {"offset": offset, "rows": len(rows)}}
             log.append(record)
             if on_record is not None:

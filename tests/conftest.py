@@ -44,6 +44,7 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
         # Solutions of boxed digits: right 1 time in 10 against a one-digit gold answer.
         "boxed": make.write_model(folder / "boxed.gguf", seed=8, bigram="boxed"),
         "boxed-draft": make.write_model(folder / "boxed-draft.gguf", seed=9, bigram="boxed"),
+        "boxed-either-end": make.write_model(folder / "boxed-either-end.gguf", seed=10, bigram="boxed-either-end"),
         # PRM-like files: no chat template, and a template that refuses a system turn (Mistral-style).
         "no-template": make.write_model(folder / "no-template.gguf", seed=6, chat_template=None),
         "no-system": make.write_model(folder / "no-system.gguf", seed=7, chat_template=no_system),

@@ -174,6 +174,63 @@ def test_replay_refuses_another_target_and_its_own_output_in_one_line(collection
     assert not (tmp_path / "o.jsonl").exists()  # nothing is written before the checks pass
 
 
+def test_replay_feeds_the_end_token_each_solution_was_sampled_with(tiny_models, tmp_path):
+    """A solution may end with any end-of-generation token (this target ends with
+    <|im_end|> or <|endoftext|>); replay feeds the one that was sampled, so its rows
+    are the collection's."""
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(p) + "\n" for p in PROBLEMS[:4]))
+    source, out = tmp_path / "source.jsonl", tmp_path / "replayed.jsonl"
+    either = ["--target", str(tiny_models["boxed-either-end"]), "--no-progress"]
+    result = CliRunner().invoke(main, collect_args(tiny_models, data, source, *either))
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(main, replay_args(tiny_models, source, out, "--layers", "final", *either))
+    assert result.exit_code == 0, result.output
+    np.testing.assert_allclose(load_collection(out).features, load_collection(source).features, rtol=2e-3, atol=2e-3)
+    model = Model(tiny_models["boxed-either-end"], ModelConfig(n_ctx=256, n_seq_max=1, n_threads=1))
+    try:
+        names = {model.vocab.token_text(step["end_token"]) for line in source.read_text().splitlines()
+                 for sol in json.loads(line)["solutions"] for step in sol["steps"] if step["finish"] == "eog"}
+    finally:
+        model.close()
+    assert names == {"<|im_end|>", "<|endoftext|>"}  # both ends occur, so the rows above tell them apart
+
+
+def test_a_problem_whose_prompt_leaves_no_room_for_a_step_is_collected_and_replayed(tiny_models, tmp_path):
+    """Every solution ends before its first step (the context is full): the record
+    says so, with no feature row, and replay copies it."""
+    data = tmp_path / "train.jsonl"
+    data.write_text(json.dumps({"id": "long", "problem": "What is" + " one" * 30 + "?", "answer": "1"}) + "\n")
+    source, out = tmp_path / "source.jsonl", tmp_path / "replayed.jsonl"
+    result = CliRunner().invoke(main, collect_args(tiny_models, data, source, "--ctx", "256", "--no-progress"))
+    assert result.exit_code == 0, result.output
+    [record] = [json.loads(line) for line in source.read_text().splitlines()]
+    assert record["n_solutions"] == 6 and all(sol["steps"] == [] for sol in record["solutions"])
+    assert record["features"]["rows"] == 0 and len(load_collection(source).features) == 0
+    result = CliRunner().invoke(main, replay_args(tiny_models, source, out, "--layers", "final", "--ctx", "256"))
+    assert result.exit_code == 0, result.output
+    assert "1/1 problems replayed" in result.output and len(load_collection(out).features) == 0
+
+
+def test_a_draft_that_cannot_start_a_solution_leaves_the_target_no_sequence(tiny_models):
+    """A collect worker serves problem after problem with the same models: a draft
+    whose chat template refuses the prompt fails that problem, and the target is
+    left holding nothing."""
+    from specs_local.batch import Problem
+    from specs_local.collect import collect_problem
+
+    config = ModelConfig(n_ctx=1024, n_seq_max=4, n_threads=1)
+    target, draft = Model(tiny_models["boxed"], config), Model(tiny_models["no-system"], config)
+    try:
+        with pytest.raises(SpecsError, match="System role not supported"):
+            collect_problem(Problem("p", "What is 1 + 1?", "2"), target=target, draft=draft, k=2,
+                            config=SearchConfig(max_steps=2, max_step_tokens=8))
+        assert target.live_sequences == [] and target.free_sequences == 4
+    finally:
+        target.close()
+        draft.close()
+
+
 @pytest.fixture(scope="module")
 def head_file(collection, tmp_path_factory):
     _, out = collection
