@@ -156,7 +156,7 @@ class CollectWorker:
     def __init__(self, opts: dict, meta: dict, no_draft: bool, mc):
         import ray
 
-        from .cli.value import load_collect_models
+        from .collect import load_collect_models
 
         self.node = ray.util.get_node_ip_address()
         self.models, self.load_error, self.k, self.mc = None, None, meta["k"], mc

@@ -1,5 +1,6 @@
-"""A Solver from the option dict every front end shares: the CLI's flags (with the
-config file under them), or the copy a Ray worker is sent.
+"""A Solver, or a search config and engine options, from the option dict every front
+end shares: the CLI's flags (with the config file under them), or the copy a Ray
+worker is sent.
 
 Below the front ends, so that the CLI and the cluster's workers load models the same
 way without one importing the other. Nothing here loads llama.cpp until it is called:
@@ -33,7 +34,22 @@ def build_solver(opts: dict, *, progress: bool = True, reserve: dict | None = No
     from .solver import Solver
 
     engine = engine_from(opts)
-    search = {k: opts[k] for k in SEARCH_KEYS if opts.get(k) is not None}
     overrides = {k: opts.get(k) for k in ("draft", "target", "reward", "reward_kind", "value_head")}
-    return Solver.from_preset(opts["preset"], method=method_of(opts), search=search, engine=engine,
+    return Solver.from_preset(opts["preset"], method=method_of(opts), search=search_flags(opts), engine=engine,
                               progress=progress, reserve=reserve, **overrides)
+
+
+def search_flags(opts: dict) -> dict:
+    """The SearchConfig fields the flags set (the rest keep the preset's defaults)."""
+    return {key: opts[key] for key in SEARCH_KEYS if opts.get(key) is not None}
+
+
+def search_setup(opts: dict):
+    """The search config (the preset's defaults under the flags) and engine options of a
+    command that loads its models itself (`value collect`, `value replay`)."""
+    from .presets import load_preset
+    from .search import SearchConfig
+
+    manifest = load_preset(opts["preset"])
+    config = SearchConfig().with_(**dict(manifest.search_defaults)).with_(**search_flags(opts))
+    return config, engine_from(opts)

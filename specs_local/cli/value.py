@@ -16,7 +16,6 @@ from pathlib import Path
 import click
 
 from ..errors import SpecsError
-from ..solver_options import SEARCH_KEYS, engine_from
 from . import handle_interrupt, search_options
 from .batch import InputError, cluster_options, ray_options
 
@@ -44,17 +43,6 @@ def capture_names(layers: str, n_layer: int) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def search_setup(opts: dict):
-    """The search config (the preset's defaults under the flags) and engine options of a command."""
-    from ..presets import load_preset
-    from ..search import SearchConfig
-
-    manifest = load_preset(opts["preset"])
-    search = {key: opts[key] for key in SEARCH_KEYS if opts.get(key) is not None}
-    config = SearchConfig().with_(**dict(manifest.search_defaults)).with_(**search)
-    return config, engine_from(opts)
-
-
 def probe_target(path, engine, layers: str) -> dict:
     """What a collection's meta says of its target: the file, its sha256 and vocabulary,
     the recorded layers (``--layers``) and the row width, read from a copy loaded briefly."""
@@ -68,29 +56,6 @@ def probe_target(path, engine, layers: str) -> dict:
                 "target_vocab": probe.vocab_fingerprint, "capture": list(names), "width": probe.n_embd * len(names)}
     finally:
         probe.close()
-
-
-def load_collect_models(opts: dict, meta: dict, *, no_draft: bool, progress: bool = False):
-    """The target (copying out the layers ``meta`` names in every decode), the draft
-    (None with ``no_draft``) and the search config a collection samples with; in this
-    process or in a Ray worker, which checks that its files are the ones ``meta`` names."""
-    from ..engine import Model
-    from ..presets import known_sha256, resolve
-
-    paths = {role: resolve(opts[role] or role, role=role, preset=opts["preset"], progress=progress)
-             for role in ("target", "draft")}
-    if known_sha256(Path(paths["target"])) != meta["target_sha256"]:
-        raise SpecsError(f"the target here ({Path(paths['target']).name}) is not the file the collection "
-                         f"was started with ({meta['target_file']})")
-    config, engine = search_setup(opts)
-    k = meta["k"]
-    target = Model(paths["target"], engine.model_config(k + 2, capture=tuple(meta["capture"])))
-    draft = None if no_draft else Model(paths["draft"], engine.model_config(k + 2))
-    if draft is not None and draft.vocab_fingerprint != target.vocab_fingerprint:
-        target.close()
-        draft.close()
-        raise SpecsError("the draft and the target have different vocabularies; use --no-draft or another draft")
-    return target, draft, config
 
 
 class CollectProgress:
@@ -144,10 +109,11 @@ def collect(input_path, output_path, k, layers, limit, offset, no_draft, mc_roll
     record, for every step, the target's hidden state and whether its solution
     ends correct. Never collect on a benchmark set you report on."""
     from ..problems import read_problems
-    from ..collect import MonteCarlo
+    from ..collect import MonteCarlo, load_collect_models
     from ..collect import collect as run_collect
     from ..output_log import OutputLog
     from ..presets import resolve
+    from ..solver_options import search_setup
 
     try:
         problems = read_problems(input_path)[offset:][:limit]
@@ -256,6 +222,7 @@ def replay(source_path, output_path, layers, limit, progress, **opts):
     from ..engine import Model
     from ..output_log import OutputLog, read_log
     from ..presets import known_sha256, resolve
+    from ..solver_options import search_setup
 
     source_meta_path = output_paths(source_path)[1]
     if not source_path.exists() or not source_meta_path.exists():
