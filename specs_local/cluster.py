@@ -161,7 +161,7 @@ class CollectWorker:
         self.node = ray.util.get_node_ip_address()
         self.models, self.load_error, self.k, self.mc = None, None, meta["k"], mc
         try:
-            self.models = load_collect_models(opts, meta, no_draft=no_draft)
+            self.models = load_collect_models(opts, meta, no_draft=no_draft, mc=mc)
         except SpecsError as error:
             self.load_error = str(error)
 

@@ -203,11 +203,13 @@ def collection_writer(out: Path, meta: dict):
             features.close()
 
 
-def load_collect_models(opts: dict, meta: dict, *, no_draft: bool, progress: bool = False):
+def load_collect_models(opts: dict, meta: dict, *, no_draft: bool, mc: MonteCarlo, progress: bool = False):
     """The target (copying out the layers ``meta`` names in every decode), the draft
-    (None with ``no_draft``) and the search config a collection samples with; in this
-    process or in a Ray worker, which checks that its files are the ones ``meta`` names."""
+    (None with ``no_draft``) and the search config a collection samples with, each
+    model sized for ``meta``'s samples and ``mc``'s rollouts; in this process or in a
+    Ray worker, which checks that its files are the ones ``meta`` names."""
     from .presets import known_sha256, resolve
+    from .slots import collect_slots
     from .solver_options import search_setup
 
     paths = {role: resolve(opts[role] or role, role=role, preset=opts["preset"], progress=progress)
@@ -216,10 +218,16 @@ def load_collect_models(opts: dict, meta: dict, *, no_draft: bool, progress: boo
         raise SpecsError(f"the target here ({Path(paths['target']).name}) is not the file the collection "
                          f"was started with ({meta['target_file']})")
     config, engine = search_setup(opts)
-    k = meta["k"]
-    target = Model(paths["target"], engine.model_config(k + 2, capture=tuple(meta["capture"])))
-    draft = None if no_draft else Model(paths["draft"], engine.model_config(k + 2))
-    if draft is not None and draft.vocab_fingerprint != target.vocab_fingerprint:
+    slots = collect_slots(meta["k"], mc.rollouts)
+    target = Model(paths["target"], engine.model_config(slots["target"], capture=tuple(meta["capture"])))
+    if no_draft:
+        return target, None, config
+    try:
+        draft = Model(paths["draft"], engine.model_config(slots["draft"]))
+    except BaseException:
+        target.close()
+        raise
+    if draft.vocab_fingerprint != target.vocab_fingerprint:
         target.close()
         draft.close()
         raise SpecsError("the draft and the target have different vocabularies; use --no-draft or another draft")

@@ -18,6 +18,7 @@ from .interrupts import deferred
 from .probe import ProbeHead
 from .rewards import make_reward, probe_head
 from .search import Models, SearchConfig, SearchResult, Step, run, strategy
+from .slots import Slots, search_slots, sequences_needed
 
 
 @dataclass(frozen=True)
@@ -29,16 +30,11 @@ class EngineOptions:
     main_gpu: int = 0
     cpu_repack: str = "auto"  # CPU weight layouts: auto, on, no-amx, off (engine/repack.py)
 
-    def model_config(self, n_seq_max: int, embeddings: bool = False, capture: tuple[str, ...] = ()) -> ModelConfig:
-        return ModelConfig(n_ctx=self.ctx, n_seq_max=n_seq_max, n_gpu_layers=self.n_gpu_layers,
-                           n_threads=self.threads, flash_attn=self.flash_attn, main_gpu=self.main_gpu,
-                           cpu_repack=self.cpu_repack, embeddings=embeddings, capture=capture)
-
-
-def sequences_needed(config: SearchConfig) -> int:
-    """Parallel sequences a model needs: per SPECS chain a head and n candidates, a reward
-    cache of n more, and a few spare."""
-    return max(8, config.k * (config.n + 1) + config.n + 4)
+    def model_config(self, slots: Slots, embeddings: bool = False, capture: tuple[str, ...] = ()) -> ModelConfig:
+        """How to load one model for a workload: its sequences come from slots.py, which names it."""
+        return ModelConfig(n_ctx=self.ctx, n_seq_max=slots.count, workload=slots.workload,
+                           n_gpu_layers=self.n_gpu_layers, n_threads=self.threads, flash_attn=self.flash_attn,
+                           main_gpu=self.main_gpu, cpu_repack=self.cpu_repack, embeddings=embeddings, capture=capture)
 
 
 @dataclass
@@ -64,20 +60,20 @@ class Solver:
         reserve sequence slots for."""
         strategy(method)  # fail on an unknown method before loading anything
         sizes = {key: max(value, getattr(config, key)) for key, value in (reserve or {}).items()}
-        n_seq = sequences_needed(config.with_(**sizes))
+        slots = search_slots(config.with_(**sizes))
         capture = ()
         if reward_kind.endswith("probe") and value_head:  # read once: its nodes decide how the target loads
             value_head = probe_head(value_head)
             capture = value_head.capture
         loaded: list[Model] = []
         try:
-            target_model = Model(target, engine.model_config(n_seq, capture=capture))
+            target_model = Model(target, engine.model_config(slots, capture=capture))
             loaded.append(target_model)
-            draft_model = Model(draft, engine.model_config(n_seq)) if draft else None
+            draft_model = Model(draft, engine.model_config(slots)) if draft else None
             loaded.append(draft_model)
             reward_model = None
             if reward and Path(reward) != Path(target):
-                reward_model = Model(reward, engine.model_config(n_seq, embeddings=reward_kind.endswith("value-prm")))
+                reward_model = Model(reward, engine.model_config(slots, embeddings=reward_kind.endswith("value-prm")))
             loaded.append(reward_model)
             reward_obj = make_reward(reward_kind, target=target_model, reward_model=reward_model,
                                      value_head=value_head, template=reward_template)

@@ -143,7 +143,8 @@ def test_value_collect_on_ray_gives_the_collection_of_one_machine(address, tiny_
     from test_value import PROBLEMS, collect_args
 
     data = write_jsonl(tmp_path / "train.jsonl", PROBLEMS)
-    mc = ["--no-progress", "--mc-rollouts", "2", "--mc-every", "3", "--mc-steps", "1"]
+    # more rollouts than samples: each worker's target is sized for both
+    mc = ["--no-progress", "--mc-rollouts", "5", "--mc-every", "3", "--mc-steps", "1"]
     local, on_ray, resumed = tmp_path / "local.jsonl", tmp_path / "ray.jsonl", tmp_path / "resumed.jsonl"
     assert run(collect_args(tiny_models, data, local, *mc)).exit_code == 0
     result = run([*collect_args(tiny_models, data, on_ray, *mc), "--ray", address, "--workers", "2"])

@@ -222,6 +222,23 @@ def test_running_out_of_room_is_a_clean_error(tiny_models, target):
         target.fork(head, CONFIG.n_seq_max)
 
 
+def test_running_out_of_sequences_names_the_workload_they_were_sized_for(tiny_models):
+    from specs_local.slots import collect_slots
+    from specs_local.solver import EngineOptions
+
+    model = Model(tiny_models["target"], EngineOptions(ctx=256, threads=1).model_config(collect_slots(1)["target"]))
+    try:
+        head = model.new_sequence(model.tokenize(PROMPT))
+        sized_for = "2 sized for value collect --samples 1 --mc-rollouts 0; raise n_seq_max"
+        with pytest.raises(OutOfSequencesError, match=f"2 forks asked, 1 sequences free \\({sized_for}\\)"):
+            model.fork(head, 2)
+        model.fork(head, 1)
+        with pytest.raises(OutOfSequencesError, match=f"all 2 parallel sequences are in use \\({sized_for}\\)"):
+            model.new_sequence()
+    finally:
+        model.close()
+
+
 def test_a_sequence_keeps_the_log_probs_of_the_tokens_it_sampled_or_scored(target):
     """What a probe reads beside the hidden state: the model's mean log-prob over
     a solution's steps, never its prompt, across generation (delimiter splits

@@ -399,6 +399,20 @@ def test_monte_carlo_labels_are_the_share_of_completions_that_end_correct(mc_col
     assert len(np.unique(loaded.prefix[first])) == len(records)
 
 
+def test_monte_carlo_rollouts_may_outnumber_the_samples(tiny_models, tmp_path):
+    """Each model is loaded with the sequences its work needs: the target forks 4
+    rollouts per labelled step though it samples 1 solution per problem."""
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(p) + "\n" for p in PROBLEMS[:2]))
+    out = tmp_path / "mc.jsonl"
+    result = CliRunner().invoke(main, collect_args(tiny_models, data, out, "--samples", "1", "--mc-rollouts", "4",
+                                                   "--mc-steps", "1", "--no-progress"))
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [len(r["solutions"]) for r in records] == [2, 2]
+    assert all(sol["steps"][0]["mc_k"] == 4 for r in records for sol in r["solutions"])
+
+
 def test_branch_point_accuracy_counts_pairs_of_one_prefix_ordered_by_their_values(mc_collection):
     from specs_local.probe_train import branch_point_accuracy
 

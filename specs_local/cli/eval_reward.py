@@ -83,6 +83,7 @@ def load_models(kinds: list[str], opts: dict):
     from ..engine import Model, ModelConfig
     from ..presets import load_preset, resolve, value_head_path
     from ..rewards import probe_head
+    from ..slots import reward_eval_slots
 
     bases = {reward_base(kind) for kind in kinds} - {""}
     if not bases:
@@ -91,7 +92,7 @@ def load_models(kinds: list[str], opts: dict):
     wants_value_head = "value-prm" in bases
 
     def config(embeddings: bool, capture: tuple[str, ...] = ()) -> ModelConfig:
-        return engine_from(opts).model_config(16, embeddings=embeddings, capture=capture)
+        return engine_from(opts).model_config(reward_eval_slots(), embeddings=embeddings, capture=capture)
 
     target_path = resolve(opts["target"] or "target", role="target", preset=preset)
     reward_path, value_head = None, opts["value_head"]

@@ -48,8 +48,9 @@ def probe_target(path, engine, layers: str) -> dict:
     the recorded layers (``--layers``) and the row width, read from a copy loaded briefly."""
     from ..engine import Model
     from ..presets import known_sha256
+    from ..slots import inspection_slots
 
-    probe = Model(path, engine.model_config(1))
+    probe = Model(path, engine.model_config(inspection_slots()))
     try:
         names = capture_names(layers, probe.n_layer)
         return {"target_file": probe.name, "target_sha256": known_sha256(Path(path)),
@@ -142,7 +143,7 @@ def collect(input_path, output_path, k, layers, limit, offset, no_draft, mc_roll
         run_cluster_collect(problems, output_path, meta, opts, cluster, no_draft=no_draft, mc=mc,
                             on_record=bar.advance)
     else:
-        target, draft, config = load_collect_models(opts, meta, no_draft=no_draft, progress=progress)
+        target, draft, config = load_collect_models(opts, meta, no_draft=no_draft, mc=mc, progress=progress)
         run_collect(problems, output_path, target=target, draft=draft, k=k, config=config, meta=meta,
                     on_record=bar.advance, mc=mc)
     click.echo(f"{bar.done}/{bar.total} problems, {bar.correct}/{bar.solutions} solutions correct -> {output_path}")
@@ -222,6 +223,7 @@ def replay(source_path, output_path, layers, limit, progress, **opts):
     from ..engine import Model
     from ..output_log import OutputLog, read_log
     from ..presets import known_sha256, resolve
+    from ..slots import replay_slots
     from ..solver_options import search_setup
 
     source_meta_path = output_paths(source_path)[1]
@@ -238,7 +240,7 @@ def replay(source_path, output_path, layers, limit, progress, **opts):
     config, engine = search_setup(opts)
     k = source_meta.get("k", 4)
     rows = {key: value for key, value in probe_target(path, engine, layers).items() if key in ("capture", "width")}
-    target = Model(path, engine.model_config(k + 1, capture=tuple(rows["capture"])))
+    target = Model(path, engine.model_config(replay_slots(k), capture=tuple(rows["capture"])))
     meta = {**source_meta, **rows, "replayed_from": str(source_path)}
     with OutputLog(output_path) as log:  # only to read what is done: the replay opens it again
         prior = list(log.records.values())

@@ -58,6 +58,7 @@ class ModelConfig:
     n_ctx: int = 8192
     n_batch: int = 512
     n_seq_max: int = 16
+    workload: str = ""  # what n_seq_max was sized for (slots.py): named when they run out
     kv_unified: bool = True
     n_gpu_layers: int = 0  # -1: all layers
     main_gpu: int = 0

@@ -9,7 +9,7 @@ from typing import Iterable
 import llama_cpp as llama
 import numpy as np
 
-from ..errors import ContextFullError, OutOfSequencesError, SpecsError
+from ..errors import ContextFullError, SpecsError
 from ..interrupts import deferred
 from ..sampling import SamplerParams
 from . import generation, scoring
@@ -45,7 +45,7 @@ class Model:
         except BaseException:
             self.close()
             raise
-        self.sequences = SequenceTable(self._ctx, config.n_seq_max, self.name)
+        self.sequences = SequenceTable(self._ctx, config.n_seq_max, self.name, config.workload)
         self.usage = Usage()
         # Set from any thread to stop the work in progress at its next decode (see Solver.cancel).
         self.cancel_event: threading.Event | None = None
@@ -130,9 +130,7 @@ class Model:
         children do not each evaluate them."""
         self.flush([seq])
         if n > self.free_sequences:
-            raise OutOfSequencesError(
-                f"{self.name}: {n} forks asked, {self.free_sequences} sequences free (raise n_seq_max)"
-            )
+            raise self.sequences.exhausted(f"{n} forks asked, {self.free_sequences} sequences free")
         children: list[Sequence] = []
         try:
             for _ in range(n):

@@ -85,13 +85,19 @@ class Generation:
 class SequenceTable:
     """The sequence ids of one context (free or live) and the KV cells the live ones hold."""
 
-    def __init__(self, ctx, n_seq_max: int, name: str) -> None:
+    def __init__(self, ctx, n_seq_max: int, name: str, workload: str = "") -> None:
         self._memory = llama.llama_get_memory(ctx)
         self._n_seq_max = n_seq_max
         self._name = name
+        self._workload = workload
         self.free_ids = list(range(n_seq_max - 1, -1, -1))
         self._live: dict[int, Sequence] = {}
         self.cells = KVCells()
+
+    def exhausted(self, what: str) -> OutOfSequencesError:
+        """The error for running out, naming the workload the sequences were sized for."""
+        sized = f"{self._n_seq_max} sized for {self._workload}; " if self._workload else ""
+        return OutOfSequencesError(f"{self._name}: {what} ({sized}raise n_seq_max)")
 
     @property
     def live(self) -> list[Sequence]:
@@ -99,9 +105,7 @@ class SequenceTable:
 
     def allocate(self) -> Sequence:
         if not self.free_ids:
-            raise OutOfSequencesError(
-                f"{self._name}: all {self._n_seq_max} parallel sequences are in use (raise n_seq_max)"
-            )
+            raise self.exhausted(f"all {self._n_seq_max} parallel sequences are in use")
         with deferred():  # an id is either free or live, never neither
             seq = Sequence(self.free_ids.pop())
             self._live[seq.seq_id] = seq
