@@ -203,17 +203,25 @@ def collection_writer(out: Path, meta: dict):
             features.close()
 
 
+def collect_paths(opts: dict, *, no_draft: bool, progress: bool = False) -> dict[str, str]:
+    """The files of the target and, unless ``no_draft``, of the draft (never resolved
+    without it: no copy, no download, no error for a draft that is not there)."""
+    from .presets import resolve
+
+    roles = ("target",) if no_draft else ("target", "draft")
+    return {role: resolve(opts[role] or role, role=role, preset=opts["preset"], progress=progress) for role in roles}
+
+
 def load_collect_models(opts: dict, meta: dict, *, no_draft: bool, mc: MonteCarlo, progress: bool = False):
     """The target (copying out the layers ``meta`` names in every decode), the draft
     (None with ``no_draft``) and the search config a collection samples with, each
     model sized for ``meta``'s samples and ``mc``'s rollouts; in this process or in a
     Ray worker, which checks that its files are the ones ``meta`` names."""
-    from .presets import known_sha256, resolve
+    from .presets import known_sha256
     from .slots import collect_slots
     from .solver_options import search_setup
 
-    paths = {role: resolve(opts[role] or role, role=role, preset=opts["preset"], progress=progress)
-             for role in ("target", "draft")}
+    paths = collect_paths(opts, no_draft=no_draft, progress=progress)
     if known_sha256(Path(paths["target"])) != meta["target_sha256"]:
         raise SpecsError(f"the target here ({Path(paths['target']).name}) is not the file the collection "
                          f"was started with ({meta['target_file']})")

@@ -413,6 +413,20 @@ def test_monte_carlo_rollouts_may_outnumber_the_samples(tiny_models, tmp_path):
     assert all(sol["steps"][0]["mc_k"] == 4 for r in records for sol in r["solutions"])
 
 
+def test_no_draft_never_resolves_the_draft(tiny_models, tmp_path):
+    """--no-draft samples from the target alone, so a --draft that names nothing is no error."""
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(p) + "\n" for p in PROBLEMS[:2]))
+    for draft in (str(tmp_path / "missing.gguf"), "no-such-role"):
+        out = tmp_path / f"{draft.rsplit('/', 1)[-1]}.jsonl"
+        result = CliRunner().invoke(main, collect_args(tiny_models, data, out, "--no-draft", "--draft", draft,
+                                                       "--no-progress"))
+        assert result.exit_code == 0, result.output
+        records = [json.loads(line) for line in out.read_text().splitlines()]
+        assert [s["source"] for r in records for s in r["solutions"]] == ["target"] * 6
+        assert json.loads(output_paths(out)[1].read_text())["draft_file"] is None
+
+
 def test_branch_point_accuracy_counts_pairs_of_one_prefix_ordered_by_their_values(mc_collection):
     from specs_local.probe_train import branch_point_accuracy
 

@@ -110,10 +110,9 @@ def collect(input_path, output_path, k, layers, limit, offset, no_draft, mc_roll
     record, for every step, the target's hidden state and whether its solution
     ends correct. Never collect on a benchmark set you report on."""
     from ..problems import read_problems
-    from ..collect import MonteCarlo, load_collect_models
+    from ..collect import MonteCarlo, collect_paths, load_collect_models
     from ..collect import collect as run_collect
     from ..output_log import OutputLog
-    from ..presets import resolve
     from ..solver_options import search_setup
 
     try:
@@ -127,8 +126,7 @@ def collect(input_path, output_path, k, layers, limit, offset, no_draft, mc_roll
         raise InputError(f"{input_path}: {len(unusable)} of {len(problems)} problems cannot be labelled "
                          f"(line {first.line}: {why})")
     cluster = cluster_options(ray, workers, gpus_per_worker, opts)
-    paths = {role: resolve(opts[role] or role, role=role, preset=opts["preset"], progress=progress)
-             for role in ("target", "draft")}
+    paths = collect_paths(opts, no_draft=no_draft, progress=progress)
     config, engine = search_setup(opts)
     meta = {**probe_target(paths["target"], engine, layers), "draft_file": None if no_draft else Path(paths["draft"]).name,
             "k": k, "temperature": config.temperature, "max_steps": config.max_steps,
