@@ -31,6 +31,20 @@ def collect_args(tiny_models, data, out, *extra):
             "--max-step-tokens", "12", "--samples", "3", "--layers", "final", "--seed", "1", *extra]
 
 
+def collected(tiny_models, folder, problems, *extra, name="out.jsonl"):
+    """`value collect` of ``problems`` into ``folder``, which must succeed: its output file."""
+    data = folder / "train.jsonl"
+    data.write_text("".join(json.dumps(p) + "\n" for p in problems))
+    out = folder / name
+    result = CliRunner().invoke(main, collect_args(tiny_models, data, out, "--no-progress", *extra))
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def read_records(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
 @pytest.fixture(scope="module")
 def collection(tiny_models, tmp_path_factory):
     folder = tmp_path_factory.mktemp("collect")
@@ -178,19 +192,15 @@ def test_replay_feeds_the_end_token_each_solution_was_sampled_with(tiny_models, 
     """A solution may end with any end-of-generation token (this target ends with
     <|im_end|> or <|endoftext|>); replay feeds the one that was sampled, so its rows
     are the collection's."""
-    data = tmp_path / "train.jsonl"
-    data.write_text("".join(json.dumps(p) + "\n" for p in PROBLEMS[:4]))
-    source, out = tmp_path / "source.jsonl", tmp_path / "replayed.jsonl"
-    either = ["--target", str(tiny_models["boxed-either-end"]), "--no-progress"]
-    result = CliRunner().invoke(main, collect_args(tiny_models, data, source, *either))
-    assert result.exit_code == 0, result.output
+    either = ["--target", str(tiny_models["boxed-either-end"])]
+    source, out = collected(tiny_models, tmp_path, PROBLEMS[:4], *either), tmp_path / "replayed.jsonl"
     result = CliRunner().invoke(main, replay_args(tiny_models, source, out, "--layers", "final", *either))
     assert result.exit_code == 0, result.output
     np.testing.assert_allclose(load_collection(out).features, load_collection(source).features, rtol=2e-3, atol=2e-3)
     model = Model(tiny_models["boxed-either-end"], ModelConfig(n_ctx=256, n_seq_max=1, n_threads=1))
     try:
-        names = {model.vocab.token_text(step["end_token"]) for line in source.read_text().splitlines()
-                 for sol in json.loads(line)["solutions"] for step in sol["steps"] if step["finish"] == "eog"}
+        names = {model.vocab.token_text(step["end_token"]) for record in read_records(source)
+                 for sol in record["solutions"] for step in sol["steps"] if step["finish"] == "eog"}
     finally:
         model.close()
     assert names == {"<|im_end|>", "<|endoftext|>"}  # both ends occur, so the rows above tell them apart
@@ -199,12 +209,9 @@ def test_replay_feeds_the_end_token_each_solution_was_sampled_with(tiny_models, 
 def test_a_problem_whose_prompt_leaves_no_room_for_a_step_is_collected_and_replayed(tiny_models, tmp_path):
     """Every solution ends before its first step (the context is full): the record
     says so, with no feature row, and replay copies it."""
-    data = tmp_path / "train.jsonl"
-    data.write_text(json.dumps({"id": "long", "problem": "What is" + " one" * 30 + "?", "answer": "1"}) + "\n")
-    source, out = tmp_path / "source.jsonl", tmp_path / "replayed.jsonl"
-    result = CliRunner().invoke(main, collect_args(tiny_models, data, source, "--ctx", "256", "--no-progress"))
-    assert result.exit_code == 0, result.output
-    [record] = [json.loads(line) for line in source.read_text().splitlines()]
+    long = {"id": "long", "problem": "What is" + " one" * 30 + "?", "answer": "1"}
+    source, out = collected(tiny_models, tmp_path, [long], "--ctx", "256"), tmp_path / "replayed.jsonl"
+    [record] = read_records(source)
     assert record["n_solutions"] == 6 and all(sol["steps"] == [] for sol in record["solutions"])
     assert record["features"]["rows"] == 0 and len(load_collection(source).features) == 0
     result = CliRunner().invoke(main, replay_args(tiny_models, source, out, "--layers", "final", "--ctx", "256"))
@@ -368,18 +375,12 @@ def test_collect_refuses_problems_it_cannot_label_before_loading_anything(tmp_pa
 @pytest.fixture(scope="module")
 def mc_collection(tiny_models, tmp_path_factory):
     """Monte Carlo labels on every other problem, the first two steps of each solution."""
-    folder = tmp_path_factory.mktemp("mc")
-    data = folder / "train.jsonl"
-    data.write_text("".join(json.dumps(p) + "\n" for p in PROBLEMS[:4]))
-    out = folder / "mc.jsonl"
-    result = CliRunner().invoke(main, collect_args(tiny_models, data, out, "--mc-rollouts", "3", "--mc-every", "2",
-                                                   "--mc-steps", "2", "--no-progress"))
-    assert result.exit_code == 0, result.output
-    return out
+    return collected(tiny_models, tmp_path_factory.mktemp("mc"), PROBLEMS[:4], "--mc-rollouts", "3", "--mc-every", "2",
+                     "--mc-steps", "2")
 
 
 def test_monte_carlo_labels_are_the_share_of_completions_that_end_correct(mc_collection):
-    records = [json.loads(line) for line in mc_collection.read_text().splitlines()]
+    records = read_records(mc_collection)
     shares = {i / 3 for i in range(4)}
     for position, record in enumerate(records):
         for sol in record["solutions"]:
@@ -402,28 +403,18 @@ def test_monte_carlo_labels_are_the_share_of_completions_that_end_correct(mc_col
 def test_monte_carlo_rollouts_may_outnumber_the_samples(tiny_models, tmp_path):
     """Each model is loaded with the sequences its work needs: the target forks 4
     rollouts per labelled step though it samples 1 solution per problem."""
-    data = tmp_path / "train.jsonl"
-    data.write_text("".join(json.dumps(p) + "\n" for p in PROBLEMS[:2]))
-    out = tmp_path / "mc.jsonl"
-    result = CliRunner().invoke(main, collect_args(tiny_models, data, out, "--samples", "1", "--mc-rollouts", "4",
-                                                   "--mc-steps", "1", "--no-progress"))
-    assert result.exit_code == 0, result.output
-    records = [json.loads(line) for line in out.read_text().splitlines()]
+    records = read_records(collected(tiny_models, tmp_path, PROBLEMS[:2], "--samples", "1", "--mc-rollouts", "4",
+                                     "--mc-steps", "1"))
     assert [len(r["solutions"]) for r in records] == [2, 2]
     assert all(sol["steps"][0]["mc_k"] == 4 for r in records for sol in r["solutions"])
 
 
 def test_no_draft_never_resolves_the_draft(tiny_models, tmp_path):
     """--no-draft samples from the target alone, so a --draft that names nothing is no error."""
-    data = tmp_path / "train.jsonl"
-    data.write_text("".join(json.dumps(p) + "\n" for p in PROBLEMS[:2]))
     for draft in (str(tmp_path / "missing.gguf"), "no-such-role"):
-        out = tmp_path / f"{draft.rsplit('/', 1)[-1]}.jsonl"
-        result = CliRunner().invoke(main, collect_args(tiny_models, data, out, "--no-draft", "--draft", draft,
-                                                       "--no-progress"))
-        assert result.exit_code == 0, result.output
-        records = [json.loads(line) for line in out.read_text().splitlines()]
-        assert [s["source"] for r in records for s in r["solutions"]] == ["target"] * 6
+        out = collected(tiny_models, tmp_path, PROBLEMS[:2], "--no-draft", "--draft", draft,
+                        name=f"{draft.rsplit('/', 1)[-1]}.jsonl")
+        assert [s["source"] for r in read_records(out) for s in r["solutions"]] == ["target"] * 6
         assert json.loads(output_paths(out)[1].read_text())["draft_file"] is None
 
 
