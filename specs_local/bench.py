@@ -213,38 +213,45 @@ def read_records(out_dir: Path, methods: list[str], problems: list[Problem]) -> 
     return records
 
 
+def default_baseline(methods: list[str]) -> str:
+    """What latencies are compared with: beam-target where it ran, else greedy-target, else the first."""
+    return next((m for m in ("beam-target", "greedy-target") if m in methods), methods[0])
+
+
 def report(records_by_method: dict[str, list[dict]], out_dir: Path, *, command: str, profile: dict | None,
-           other_profiles: list[dict] = (), model_map: dict | None = None) -> dict:
+           other_profiles: list[dict] = (), model_map: dict | None = None, baseline: str | None = None) -> dict:
     """Write report.md / report.json (and the plot, where matplotlib exists).
 
     ``profile`` (this machine's) sets predicted beside measured latency;
-    ``other_profiles`` (measured elsewhere, e.g. on a GPU) add the SPECS /
-    beam-target ratio the cost model predicts there from these runs' steps."""
+    ``other_profiles`` (measured elsewhere, e.g. on a GPU) add the ratios against
+    ``baseline`` (default_baseline) the cost model predicts there from these runs' steps."""
     from .costmodel import predict_latencies, predict_ratio_on, priced_by_shape, speculation_ratio
     from .profiling import machine_name
     from .report import (finished_records, git_revision, revisions_that_ran, settings_that_ran, summarize_methods,
                          write_report)
 
     predictions = predict_latencies(records_by_method, profile) if profile is not None else None
-    summary = summarize_methods(records_by_method, baseline="beam-target", predictions=predictions)
+    baseline = baseline or default_baseline(list(records_by_method))
+    summary = summarize_methods(records_by_method, baseline=baseline, predictions=predictions)
     notes = []
     for name, prof in [("this machine", profile)] + [("elsewhere", p) for p in other_profiles]:
         if prof is None:
             continue
         notes.append(_speculation_paragraph(prof, records_by_method, model_map, speculation_ratio))
-        predicted = predict_ratio_on(prof, records_by_method, model_map=None if prof is profile else model_map)
+        predicted = predict_ratio_on(prof, records_by_method, baseline=baseline,
+                                     model_map=None if prof is profile else model_map)
         if name == "elsewhere":
             ratios = ", ".join(f"{m} {r:.2f}" for m, r in predicted["ratios"].items() if r is not None)
-            notes.append(f"Cost model on {predicted['machine']}: predicted latency ratio against beam-target, "
+            notes.append(f"Cost model on {predicted['machine']}: predicted latency ratio against {baseline}, "
                          f"replaying these runs' step statistics: {ratios}.")
         else:
             # Machine drift moves every method alike, so the predicted ratio is the figure that
             # travels to other hardware; set it beside the measured one.
             measured = {m: f["latency_ratio"] for m, f in summary["methods"].items()}
             ratios = ", ".join(f"{m} {r:.2f} (measured {measured[m]:.2f})" for m, r in predicted["ratios"].items()
-                               if r is not None and measured.get(m) is not None and m != "beam-target")
+                               if r is not None and measured.get(m) is not None and m != baseline)
             if ratios:
-                notes.append(f"Latency ratio against beam-target (median per problem), predicted by the cost "
+                notes.append(f"Latency ratio against {baseline} (median per problem), predicted by the cost "
                              f"model: {ratios}.")
     if profile is not None:
         done = [r for recs in records_by_method.values() for r in finished_records(recs)]

@@ -59,14 +59,16 @@ def model_files(records: dict[str, list[dict]]) -> list[str]:
               help="A profile measured elsewhere (e.g. a GPU): the report adds the ratios predicted there.")
 @click.option("--model-map", default=None,
               help="run-file=profile-file pairs, comma-separated, where a profile's file names differ.")
+@click.option("--baseline", default=None,
+              help="The method latencies are compared with (default: beam-target where it runs, else greedy-target).")
 @click.option("--trace", is_flag=True, help="Keep every step (source, reward, log-probs, score) in the records.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @click.option("--retry-errors", is_flag=True, help="Run again the (problem, method) pairs whose record is an error.")
 @search_options
 @ray_options
 @handle_interrupt
-def bench(data, methods, out_dir, limit, offset, report_only, predict_on, model_map, trace, progress, retry_errors, ray,
-          workers, gpus_per_worker, **opts):
+def bench(data, methods, out_dir, limit, offset, report_only, predict_on, model_map, baseline, trace, progress,
+          retry_errors, ray, workers, gpus_per_worker, **opts):
     """Compare methods on the problems in DATA (JSONL with id/problem/answer), models loaded once."""
     from ..problems import read_problems
     from ..bench import read_records, report, run_bench
@@ -107,7 +109,10 @@ def bench(data, methods, out_dir, limit, offset, report_only, predict_on, model_
                             trace=trace, retry_errors=retry_errors, revision=revision)
         files = [m.name for m in solver.models.distinct().values()]
         profile = find_profile(files, opts["threads"], opts["n_gpu_layers"], cpu_repack=opts["cpu_repack"])
-    report(records, out_dir, command=command, profile=profile, other_profiles=others, model_map=mapping)
+    if baseline is not None and baseline not in method_list:
+        raise click.BadParameter(f"{baseline!r} is not one of the methods run", param_hint="--baseline")
+    report(records, out_dir, command=command, profile=profile, other_profiles=others, model_map=mapping,
+           baseline=baseline)
     click.echo(f"report: {out_dir / 'report.md'}")
 
 
