@@ -98,6 +98,13 @@ def test_the_cli_spells_the_methods_and_beam_answers_the_searches_have():
     assert sorted(cli.METHODS) == sorted({*STRATEGIES, *ALIASES}) and cli.BEAM_ANSWERS == BEAM_ANSWERS
 
 
+def test_the_workers_help_says_what_the_default_makes():
+    # cluster.default_workers: one worker per --threads CPUs, none kept back
+    help_text = " ".join(run(["batch", "--help"]).output.split())
+    assert "left spare" not in help_text
+    assert "one per --threads CPUs" in help_text and "every CPU is used" in help_text
+
+
 def test_gpu_offload_asked_of_a_build_without_it_warns(models_args):
     from specs_local.engine import supports_gpu_offload
 
