@@ -153,8 +153,11 @@ def test_beam_runs_until_no_beam_is_live_and_answers_from_the_completed_pool(tin
     finally:
         s.close()
     for r in results:
-        pool = r.extra["pool_rewards"] if r.extra["completed_beams"] else []
-        assert r.extra["completed_beams"] == len(pool) or r.extra["live_beams"] == len(r.extra["pool_rewards"])
+        completed, live = r.extra["completed_beams"], r.extra["live_beams"]
+        # A finished candidate never takes a live slot: every step of the answer but its last ended at the delimiter.
+        assert all(step.text.endswith("\n\n") and step.text.strip() and not step.ends_turn for step in r.steps[:-1])
+        assert len(r.extra["pool_rewards"]) == (completed or live)  # the live beams answer only if none completed
+        pool = r.extra["pool_rewards"] if completed else []
         if r.stop_reason == "eos":
             assert r.extra["live_beams"] == 0 and pool
         else:
@@ -213,14 +216,17 @@ def test_the_weighted_beam_answer_is_the_answer_with_most_reward(tiny_models):
 
 
 def test_a_beam_that_never_ends_stops_at_the_step_limit(tiny_models):
-    s = Solver.from_paths(tiny_models["endless"], tiny_models["draft"], reward_kind="calculator",
-                          config=SearchConfig(n=4, beam_width=2, max_steps=10, max_step_tokens=4,
-                                              final_step_tokens=6), engine=ENGINE)
+    """A model that never ends its turn and ends its steps at the delimiter (the arithmetic
+    bigram): the beams stay live step after step, and the answer is max_steps steps long."""
+    config = SearchConfig(n=4, beam_width=2, max_steps=10, max_step_tokens=12, final_step_tokens=16)
+    s = Solver.from_paths(tiny_models["arith"], tiny_models["arith-draft"], reward_kind="calculator", config=config,
+                          engine=ENGINE)
     try:
         result = s.solve(PROBLEM, method="beam-target")
     finally:
         s.close()
-    assert result.stop_reason in ("max_steps", "eos") and len(result.steps) <= 10
+    assert len(result.steps) == config.max_steps and not any(step.ends_turn for step in result.steps)
+    assert all(step.text.endswith("\n\n") for step in result.steps[:-1])  # each went on from a live beam
     assert_accounting(result, s)
 
 
