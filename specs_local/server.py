@@ -156,7 +156,8 @@ class Runner:
         with self.lock:
             if self.stopping:
                 raise APIError(503, "the server is shutting down", "shutting_down", "server_error")
-            if len(self.waiting) >= self.max_queue:
+            # the job waits only behind another: on an idle server the worker takes it at once
+            if len(self.waiting) + (self.current is not None) > self.max_queue:
                 raise APIError(503, f"the queue is full ({self.max_queue} waiting); retry later", "queue_full",
                                "server_error", headers={"Retry-After": "1"})
             self.waiting.append(job)

@@ -339,6 +339,22 @@ def test_sixteen_concurrent_requests_against_a_queue_of_four(busy):
     busy.idle_and_clean()
 
 
+def test_max_queue_0_runs_a_request_on_an_idle_server_and_queues_none(tiny_models, tmp_path):
+    served = Served([*busy_args(tiny_models), "--max-queue", "0"], tmp_path / "log")
+    try:
+        client = served.client()
+        alone = client.chat.completions.create(model="small", messages=user("What is 2 + 2?"))  # idle: it runs
+        assert alone.choices[0].finish_reason == "length" and len(alone.specs["steps"]) == 2
+        stream, _, _ = start_blocker(client)
+        with pytest.raises(openai.APIStatusError) as refused:  # one runs: nothing may wait
+            client.chat.completions.create(model="small", messages=user("What is 3 + 3?"))
+        assert refused.value.status_code == 503 and refused.value.body["code"] == "queue_full"
+        stream.close()
+        served.idle_and_clean()
+    finally:
+        served.stop()
+
+
 def test_a_client_that_disconnects_mid_stream_cancels_its_search(busy):
     stream, chunks, job = start_blocker(busy.client())
     assert [next(chunks).specs["step"]["index"] for _ in range(2)] == [2, 3]
