@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException
 
 from .answers import extract_boxed
-from .errors import Cancelled, SpecsError
+from .errors import Cancelled, PromptTooLongError, SettingError, SpecsError
 from .rewards import solution_prompt
 from .search import ALIASES, STRATEGIES, SearchConfig, SearchResult, Step
 from .search.common import BEAM_ANSWERS, search_stats
@@ -43,6 +43,7 @@ from .solver import Solver, sequences_needed
 
 MAX_BODY = 1 << 20  # bytes; a problem is a few KB, and the context bounds it in tokens anyway
 METHODS = tuple(sorted({*STRATEGIES, *ALIASES}))
+TOP_LEVEL_SETTINGS = ("seed", "temperature", "top_p")  # SearchConfig fields a request sets outside "specs"
 log = logging.getLogger("uvicorn.error")  # uvicorn's own stderr log: one line per request
 
 
@@ -61,20 +62,21 @@ class APIError(Exception):
 # -- requests -----------------------------------------------------------------
 
 class Specs(BaseModel):
-    """The search parameters a request may change (SearchConfig fields, and the method)."""
+    """The search parameters a request may change (SearchConfig fields, and the method).
+    Their bounds are SearchConfig's, checked in ``prepare``; here only their types."""
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # our namespace: a typo must not pass silently
     method: Literal[METHODS] | None = None
-    n: int | None = Field(None, ge=1, le=64)
-    beam_width: int | None = Field(None, ge=1, le=64)
+    n: int | None = None
+    beam_width: int | None = None
     beam_answer: Literal[BEAM_ANSWERS] | None = None
     beta: float | None = None
     tau_reject: float | None = None
     tau_switch: float | None = None
     greedy_candidate: bool | None = None
     rsd_delta: float | None = None
-    max_steps: int | None = Field(None, ge=1, le=100_000)
-    max_step_tokens: int | None = Field(None, ge=1, le=1 << 20)
-    final_step_tokens: int | None = Field(None, ge=1, le=1 << 20)
+    max_steps: int | None = None
+    max_step_tokens: int | None = None
+    final_step_tokens: int | None = None
 
 
 class Message(BaseModel):
@@ -93,11 +95,11 @@ class ChatRequest(BaseModel):
     model: str | None = None
     messages: list[Message] = Field(min_length=1)
     stream: bool = False
-    seed: int | None = Field(None, ge=0)
+    seed: int | None = None
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
+    temperature: float | None = None
+    top_p: float | None = None
     n: int | None = None
     specs: Specs = Field(default_factory=Specs)
 
@@ -207,10 +209,11 @@ class Runner:
         models = self.solver.models.distinct()
         for model in models.values():
             model.reset_usage()  # the strategy resets it too, but only once it has started
-        search = self.solver.stream(job.problem, method=job.method, **job.changes)
+        search = None
         steps: list[Step] = []
         outcome, tokens = "error", 0
         try:
+            search = self.solver.stream(job.problem, method=job.method, **job.changes)
             while True:
                 if job.cancel_reason:  # also covers a cancel() that came before the search cleared the flag
                     raise Cancelled(job.cancel_reason)
@@ -232,6 +235,8 @@ class Runner:
             outcome = "cancelled"
             job.put("error", APIError(503, f"the search was cancelled: {job.cancel_reason}", "cancelled",
                                       "server_error"))
+        except PromptTooLongError as err:  # the prompt fit, but left no room for a step
+            job.put("error", APIError(400, str(err).splitlines()[0], "context_length_exceeded"))
         except SpecsError as err:
             job.put("error", APIError(400, str(err).splitlines()[0], "search_failed"))
         except Exception as err:  # a failing request must not take the worker down
@@ -239,7 +244,8 @@ class Runner:
             job.put("error", APIError(500, f"the search failed: {type(err).__name__}: {err}".splitlines()[0],
                                       "search_failed", "server_error"))
         finally:
-            search.close()  # a search stopped early (max_tokens) frees everything here (Solver.stream's finally)
+            if search is not None:  # a search stopped early (max_tokens) frees everything here (Solver.stream's finally)
+                search.close()
             seconds = time.monotonic() - job.started_at
             self.metrics.record(job, outcome, steps, models, seconds)
             late = f" ({job.steps - job.steps_at_cancel} after: {job.cancel_reason})" if job.cancel_reason else ""
@@ -396,12 +402,12 @@ def create_app(solver: Solver, *, preset: str, api_key: str | None = None, max_q
         changes = req.specs.model_dump(exclude_none=True, exclude={"method"})
         changes.update({k: v for k, v in (("seed", req.seed), ("temperature", req.temperature),
                                           ("top_p", req.top_p), ("system_prompt", system)) if v is not None})
-        if changes.get("n", 1) > max_n:
+        config = search_config(solver, changes)
+        if config.n > max_n:
             raise APIError(400, f"specs.n: this server takes n up to {max_n} (start it with a larger --max-n)",
                            "invalid_value")
         cap = req.max_completion_tokens or req.max_tokens
         if cap:  # no single step may pass the cap either
-            config = solver.config.with_(**changes)
             changes.update(max_step_tokens=min(config.max_step_tokens, cap),
                            final_step_tokens=min(config.final_step_tokens, cap))
         prompt_tokens = await asyncio.to_thread(count_prompt, solver, problem, system)
@@ -409,6 +415,15 @@ def create_app(solver: Solver, *, preset: str, api_key: str | None = None, max_q
         return req, job, prompt_tokens
 
     return app
+
+
+def search_config(solver: Solver, changes: dict) -> SearchConfig:
+    """The settings a request asks for, within SearchConfig's bounds (400 naming the request's field)."""
+    try:
+        return solver.config.with_(**changes)
+    except SettingError as err:
+        where = err.field if err.field in TOP_LEVEL_SETTINGS else f"specs.{err.field}"
+        raise APIError(400, f"{where}: {err.problem}", "invalid_value") from None
 
 
 async def read_json(request: Request):
@@ -424,6 +439,8 @@ async def read_json(request: Request):
         return json.loads(body)
     except ValueError as err:
         raise APIError(400, f"the body is not valid JSON ({err})", "invalid_json") from None
+    except RecursionError:
+        raise APIError(400, "the body is not valid JSON (nested too deeply)", "invalid_json") from None
 
 
 def count_prompt(solver: Solver, problem: str, system: str | None) -> int:

@@ -268,6 +268,13 @@ BODY = {"model": "target", "messages": user("What is 2 + 2?")}
     ({**BODY, "specs": 5}, 400, "invalid_value", "specs"),
     (b'{"messages": [{"role": "user", "content": "x"}], "specs": {"beta": NaN}}', 400, "invalid_value", "finite"),
     ({**BODY, "messages": user("1 + " * 1000)}, 400, "context_length_exceeded", "the context of target"),
+    (b'{"messages": [{"role": "user", "content": "x"}], "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400,
+     "invalid_json", "nested too deeply"),
+    ({**BODY, "temperature": 1e-300}, 400, "invalid_value", "temperature: must be 0 (greedy) or from 0.01 to 2"),
+    ({**BODY, "top_p": 0}, 400, "invalid_value", "top_p: must be above 0"),
+    ({**BODY, "specs": {"beta": 1.7e308}}, 400, "invalid_value", "specs.beta: must be from -1000 to 1000"),
+    ({**BODY, "specs": {"n": 65}}, 400, "invalid_value", "specs.n: must be a whole number from 1 to 64"),
+    ({**BODY, "specs": {"max_step_tokens": 1 << 21}}, 400, "invalid_value", "specs.max_step_tokens: must be"),
     ({**BODY, "model": "gpt-4"}, 404, "model_not_found", "'gpt-4' not found"),
     ({**BODY, "messages": user("x" * (2 << 20))}, 413, "request_too_large", "over"),
 ])
@@ -277,6 +284,20 @@ def test_bad_requests_get_an_openai_error_object(server, body, status, code, say
     assert response.status_code == status, error
     assert error["code"] == code and says in error["message"] and "\n" not in error["message"]
     assert error["type"] == "invalid_request_error"
+
+
+def test_a_prompt_that_leaves_no_room_for_a_step_is_refused_not_answered_empty(server):
+    """It fits in the context (2048), but no step fits after it."""
+    client = server.client()
+    overhead = client.chat.completions.create(model="target", messages=user("x"), max_tokens=1).usage.prompt_tokens - 1
+    body = {"messages": user("x" * (1999 - overhead))}  # 1,999 tokens (one per byte)
+    response = server.post(body)
+    error = response.json()["error"]
+    assert response.status_code == 400 and error["code"] == "context_length_exceeded", error
+    assert error["message"].startswith("the prompt leaves no room for a step: ") and "after 1999" in error["message"]
+    with pytest.raises(openai.APIError, match="the prompt leaves no room for a step"):
+        list(client.chat.completions.create(model="target", stream=True, **body))
+    server.idle_and_clean()
 
 
 def test_the_openai_client_raises_on_those_errors_and_the_engine_stays_clean(server):

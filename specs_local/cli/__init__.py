@@ -94,25 +94,27 @@ def enable_faulthandler() -> None:
 
 
 def search_options(func):
-    """The flags every front end that runs searches shares."""
+    """The flags every front end that runs searches shares. Their bounds are SearchConfig's
+    (search/common.py, one place for the CLI, the Python API and the server), checked before
+    any model loads."""
     options = [
         click.option("--preset", default="small", show_default=True, help="Model preset (see `specs-local models list`)."),
         click.option("--method", type=click.Choice(METHODS), default="specs", show_default=True),
-        click.option("--n", type=click.IntRange(1, 64), default=None, help="Candidates per step (beam: in total). [4]"),
-        click.option("--beam-width", type=click.IntRange(1, 64), default=None, help="Beam search: candidates per kept prefix. [2]"),
+        click.option("--n", type=int, default=None, help="Candidates per step (beam: in total). [4]"),
+        click.option("--beam-width", type=int, default=None, help="Beam search: candidates per kept prefix. [2]"),
         click.option("--beam-answer", type=click.Choice(BEAM_ANSWERS), default=None,
                      help="Beam search: answer with the completed beam of best last reward, the reward-weighted "
                           "vote, or the majority. [best]"),
-        click.option("--temperature", type=click.FloatRange(0), default=None, help="Sampling and selection temperature."),
+        click.option("--temperature", type=float, default=None, help="Sampling and selection temperature."),
         click.option("--beta", type=float, default=None, help="SPECS: weight of the reward in the score."),
         click.option("--tau-reject", type=float, default=None, help="SPECS: drafts scoring at or below are rejected."),
         click.option("--tau-switch", type=float, default=None, help="SPECS: target reward above which the draft takes over again."),
         click.option("--greedy-candidate/--no-greedy-candidate", default=None,
                      help="SPECS: the first of target mode's n candidates is the target's greedy step."),
         click.option("--rsd-delta", type=float, default=None, help="RSD: reward a draft step needs to be kept."),
-        click.option("--max-steps", type=click.IntRange(1), default=None),
-        click.option("--max-step-tokens", type=click.IntRange(1), default=None),
-        click.option("--seed", type=click.IntRange(0), default=None),
+        click.option("--max-steps", type=int, default=None),
+        click.option("--max-step-tokens", type=int, default=None),
+        click.option("--seed", type=int, default=None),
         click.option("--draft", default=None, help="Draft model: a GGUF path, a preset role, or hf:REPO/FILE."),
         click.option("--target", default=None, help="Target model: a GGUF path, a preset role, or hf:REPO/FILE."),
         click.option("--reward", default=None, help="Reward model: a GGUF path, a preset role, or hf:REPO/FILE."),

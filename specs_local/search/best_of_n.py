@@ -9,7 +9,7 @@ import numpy as np
 
 from ..answers import extract_boxed, votes
 from ..errors import ContextFullError
-from .common import Models, SearchConfig, SearchGenerator, Step, Tracker, propose, start
+from .common import Models, SearchConfig, SearchGenerator, Step, Tracker, no_room_for_a_step, propose, start
 
 
 def best_of_n(problem: str, models: Models, config: SearchConfig) -> SearchGenerator:
@@ -22,8 +22,8 @@ def best_of_n(problem: str, models: Models, config: SearchConfig) -> SearchGener
         kids, gens = propose(model, head, config.n, config, rng, last=True)
         rewards = reward.score(problem, [], [g.text for g in gens], contexts=kids)
         model.release_all(kids)
-    except ContextFullError:
-        return tracker.result([], "context_full")
+    except ContextFullError as error:  # its one step is its first
+        raise no_room_for_a_step(error) from None
     finally:
         if head is not None:
             model.release(head)
