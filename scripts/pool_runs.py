@@ -7,7 +7,8 @@
 Each folder's `<method>.jsonl` files are read in the order given; where two folders
 hold the same method on the same problem, the later folder's record counts (so a
 rerun of one method with new settings replaces the old one, and the other methods
-keep theirs). Error records are left out. Prints each method's count with its 95%
+keep theirs), whatever it holds: an error record counts as not solved, as in the
+bench report, and replaces an earlier success. Prints each method's count with its 95%
 Wilson interval and the folders it came from, then, for each pair of methods over
 the problems both ran, how many only one of them solved and the two-sided sign test.
 Latencies are not pooled: they are only comparable within one run. Writes nothing.
@@ -20,7 +21,7 @@ from itertools import combinations
 from pathlib import Path
 
 from specs_local.output_log import read_log
-from specs_local.report import sign_test, wilson_interval
+from specs_local.report import grade, sign_test, wilson_interval
 
 
 def pooled(folders: list[Path], methods: list[str] | None) -> tuple[dict[str, dict[str, bool]], dict[str, dict[str, Path]]]:
@@ -33,9 +34,13 @@ def pooled(folders: list[Path], methods: list[str] | None) -> tuple[dict[str, di
             if methods is not None and method not in methods:
                 continue
             for r in read_log(path).values():
-                if "error" not in r:
-                    right.setdefault(method, {})[r["id"]] = bool(r.get("correct"))
-                    origin.setdefault(method, {})[r["id"]] = folder
+                solved = grade(r)
+                if solved is None:  # no gold answer: nothing to count, and nothing older counts either
+                    right.get(method, {}).pop(r["id"], None)
+                    origin.get(method, {}).pop(r["id"], None)
+                    continue
+                right.setdefault(method, {})[r["id"]] = solved
+                origin.setdefault(method, {})[r["id"]] = folder
     return right, origin
 
 

@@ -22,6 +22,14 @@ class PromptTooLongError(SpecsError):
     ContextFullError, which a search takes as its cue to stop with what it has."""
 
 
+class SettingError(SpecsError):
+    """A search setting out of its bounds (SearchConfig); ``field`` names it, ``problem`` says what is wrong."""
+
+    def __init__(self, field: str, problem: str):
+        super().__init__(f"{field}: {problem}")
+        self.field, self.problem = field, problem
+
+
 class OutOfSequencesError(SpecsError):
     """All parallel sequence slots of a context are in use."""
 

@@ -132,9 +132,15 @@ def _mean(values: list[float]) -> float | None:
     return statistics.fmean(values) if values else None
 
 
+def grade(record: dict) -> bool | None:
+    """Whether a record solved its problem; None where it was not graded (no gold answer).
+    An error record with a gold answer is graded wrong (batch.error_record), so failures never raise accuracy."""
+    return record["correct"] is True if "correct" in record else None
+
+
 def _accuracy(records: list[dict]) -> dict:
-    graded = [r for r in records if "correct" in r]
-    correct = sum(r["correct"] is True for r in graded)
+    graded = [g for g in map(grade, records) if g is not None]
+    correct = sum(graded)
     return {
         "graded": len(graded),
         "correct": correct,

@@ -4,6 +4,11 @@
                                 parameters travel in an extension object "specs"
     GET  /v1/models, /health, /metrics
 
+Before any route, ``RequestGuard`` refuses what a web page could send: a Host that
+is not this server's (DNS rebinding), a browser Origin not allowed by
+``--allowed-origins``, and a POST whose body is not declared JSON (a "simple"
+request, which a browser sends cross-origin without asking first).
+
 The engine holds one llama.cpp context per model, so one search runs at a time,
 in one worker thread, through ``Solver.stream``; other requests wait in a
 bounded FIFO queue. The worker hands each step to its request's asyncio queue
@@ -32,17 +37,21 @@ import uvicorn
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
 
 from .answers import extract_boxed
 from .chat import solution_prompt
-from .errors import Cancelled, SpecsError
+from .errors import Cancelled, PromptTooLongError, SettingError, SpecsError
 from .search import ALIASES, STRATEGIES, SearchConfig, SearchResult, Step
 from .search.common import BEAM_ANSWERS, search_stats
-from .solver import Solver, sequences_needed
+from .slots import sequences_needed
+from .solver import Solver
 
 MAX_BODY = 1 << 20  # bytes; a problem is a few KB, and the context bounds it in tokens anyway
 METHODS = tuple(sorted({*STRATEGIES, *ALIASES}))
+TOP_LEVEL_SETTINGS = ("seed", "temperature", "top_p")  # SearchConfig fields a request sets outside "specs"
 log = logging.getLogger("uvicorn.error")  # uvicorn's own stderr log: one line per request
 
 
@@ -61,20 +70,21 @@ class APIError(Exception):
 # -- requests -----------------------------------------------------------------
 
 class Specs(BaseModel):
-    """The search parameters a request may change (SearchConfig fields, and the method)."""
+    """The search parameters a request may change (SearchConfig fields, and the method).
+    Their bounds are SearchConfig's, checked in ``prepare``; here only their types."""
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # our namespace: a typo must not pass silently
     method: Literal[METHODS] | None = None
-    n: int | None = Field(None, ge=1, le=64)
-    beam_width: int | None = Field(None, ge=1, le=64)
+    n: int | None = None
+    beam_width: int | None = None
     beam_answer: Literal[BEAM_ANSWERS] | None = None
     beta: float | None = None
     tau_reject: float | None = None
     tau_switch: float | None = None
     greedy_candidate: bool | None = None
     rsd_delta: float | None = None
-    max_steps: int | None = Field(None, ge=1, le=100_000)
-    max_step_tokens: int | None = Field(None, ge=1, le=1 << 20)
-    final_step_tokens: int | None = Field(None, ge=1, le=1 << 20)
+    max_steps: int | None = None
+    max_step_tokens: int | None = None
+    final_step_tokens: int | None = None
 
 
 class Message(BaseModel):
@@ -93,11 +103,11 @@ class ChatRequest(BaseModel):
     model: str | None = None
     messages: list[Message] = Field(min_length=1)
     stream: bool = False
-    seed: int | None = Field(None, ge=0)
+    seed: int | None = None
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
+    temperature: float | None = None
+    top_p: float | None = None
     n: int | None = None
     specs: Specs = Field(default_factory=Specs)
 
@@ -156,7 +166,8 @@ class Runner:
         with self.lock:
             if self.stopping:
                 raise APIError(503, "the server is shutting down", "shutting_down", "server_error")
-            if len(self.waiting) >= self.max_queue:
+            # the job waits only behind another: on an idle server the worker takes it at once
+            if len(self.waiting) + (self.current is not None) > self.max_queue:
                 raise APIError(503, f"the queue is full ({self.max_queue} waiting); retry later", "queue_full",
                                "server_error", headers={"Retry-After": "1"})
             self.waiting.append(job)
@@ -206,10 +217,11 @@ class Runner:
         models = self.solver.models.distinct()
         for model in models.values():
             model.reset_usage()  # the strategy resets it too, but only once it has started
-        search = self.solver.stream(job.problem, method=job.method, **job.changes)
+        search = None
         steps: list[Step] = []
         outcome, tokens = "error", 0
         try:
+            search = self.solver.stream(job.problem, method=job.method, **job.changes)
             while True:
                 if job.cancel_reason:  # also covers a cancel() that came before the search cleared the flag
                     raise Cancelled(job.cancel_reason)
@@ -231,6 +243,8 @@ class Runner:
             outcome = "cancelled"
             job.put("error", APIError(503, f"the search was cancelled: {job.cancel_reason}", "cancelled",
                                       "server_error"))
+        except PromptTooLongError as err:  # the prompt fit, but left no room for a step
+            job.put("error", APIError(400, str(err).splitlines()[0], "context_length_exceeded"))
         except SpecsError as err:
             job.put("error", APIError(400, str(err).splitlines()[0], "search_failed"))
         except Exception as err:  # a failing request must not take the worker down
@@ -238,7 +252,8 @@ class Runner:
             job.put("error", APIError(500, f"the search failed: {type(err).__name__}: {err}".splitlines()[0],
                                       "search_failed", "server_error"))
         finally:
-            search.close()  # a search stopped early (max_tokens) frees everything here (Solver.stream's finally)
+            if search is not None:  # a search stopped early (max_tokens) frees everything here (Solver.stream's finally)
+                search.close()
             seconds = time.monotonic() - job.started_at
             self.metrics.record(job, outcome, steps, models, seconds)
             late = f" ({job.steps - job.steps_at_cancel} after: {job.cancel_reason})" if job.cancel_reason else ""
@@ -306,9 +321,74 @@ class Metrics:
         return "\n".join(lines) + "\n"
 
 
+# -- who may send requests -------------------------------------------------------
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+WILDCARD_BINDS = ("", "0.0.0.0", "::")
+
+
+def host_name(host: str) -> str:
+    """A Host header's (or an address's) name: lower case, without its port or IPv6 brackets."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def origin_name(origin: str) -> str:
+    """An origin as browsers send it: scheme://host[:port], lower case, no trailing slash."""
+    return origin.strip().lower().rstrip("/")
+
+
+@dataclass(frozen=True)
+class Access:
+    """Who may send requests: host names (Host headers) and browser origins; None allows any."""
+    hosts: frozenset[str] | None
+    origins: frozenset[str] | None
+
+    @classmethod
+    def of(cls, bound: str, allowed_hosts=(), allowed_origins=()) -> "Access":
+        """The loopback names, the bound address (unless it binds every address) and the lists given ('*': any)."""
+        hosts = {*LOOPBACK_NAMES, *(() if host_name(bound) in WILDCARD_BINDS else (host_name(bound),)),
+                 *map(host_name, allowed_hosts)}
+        origins = set(map(origin_name, allowed_origins))
+        return cls(None if "*" in hosts else frozenset(hosts), None if "*" in origins else frozenset(origins))
+
+    def refusal(self, method: str, headers: Headers) -> APIError | None:
+        """Why a request is refused before any route, or None."""
+        host = headers.get("host")
+        if host is not None and self.hosts is not None and host_name(host) not in self.hosts:
+            return APIError(403, f"the Host {host_name(host)!r} is not this server's (a guard against DNS rebinding); "
+                                 f"start it with --allowed-hosts {host_name(host)} to allow it", "host_not_allowed")
+        origin = headers.get("origin")
+        if origin is not None and self.origins is not None and origin_name(origin) not in self.origins:
+            return APIError(403, f"requests from the browser origin {origin!r} are not allowed; start the server "
+                                 f"with --allowed-origins {origin} to allow them", "origin_not_allowed")
+        declared = headers.get("content-type", "").split(";")[0].strip().lower()
+        if method == "POST" and declared != "application/json":
+            return APIError(415, f"the body must be JSON, sent with Content-Type: application/json, not "
+                                 f"{declared or 'no Content-Type'}", "unsupported_media_type")
+        return None
+
+
+class RequestGuard:
+    """ASGI middleware, outermost: a refused request gets its error object and reaches nothing else."""
+
+    def __init__(self, app, access: Access):
+        self.app, self.access = app, access
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and (refused := self.access.refusal(scope["method"], Headers(scope=scope))):
+            log.info("refused %s %s: %s", scope["method"], scope["path"], refused.message)
+            await JSONResponse(refused.body(), refused.status)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 # -- the HTTP app ---------------------------------------------------------------
 
-def create_app(solver: Solver, *, preset: str, api_key: str | None = None, max_queue: int = 8) -> FastAPI:
+def create_app(solver: Solver, *, preset: str, api_key: str | None = None, max_queue: int = 8,
+               access: Access = Access.of("127.0.0.1")) -> FastAPI:
     metrics = Metrics()
     runner = Runner(solver, max_queue, metrics)
     models = solver.models.distinct()
@@ -334,6 +414,11 @@ def create_app(solver: Solver, *, preset: str, api_key: str | None = None, max_q
     app = FastAPI(title="specs-local", lifespan=lifespan, dependencies=[Depends(authorize)],
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.state.runner = runner
+    if access.origins is None or access.origins:  # a browser front end: CORS answers for the origins allowed
+        app.add_middleware(CORSMiddleware, allow_origins=["*"] if access.origins is None else sorted(access.origins),
+                           allow_methods=["GET", "POST"], allow_headers=["*"], expose_headers=["Retry-After"],
+                           allow_private_network=True)  # a page on a public site may call this one on loopback
+    app.add_middleware(RequestGuard, access=access)  # added last: it runs first
 
     @app.exception_handler(APIError)
     async def api_error(request, err: APIError):
@@ -395,12 +480,12 @@ def create_app(solver: Solver, *, preset: str, api_key: str | None = None, max_q
         changes = req.specs.model_dump(exclude_none=True, exclude={"method"})
         changes.update({k: v for k, v in (("seed", req.seed), ("temperature", req.temperature),
                                           ("top_p", req.top_p), ("system_prompt", system)) if v is not None})
-        if changes.get("n", 1) > max_n:
+        config = search_config(solver, changes)
+        if config.n > max_n:
             raise APIError(400, f"specs.n: this server takes n up to {max_n} (start it with a larger --max-n)",
                            "invalid_value")
         cap = req.max_completion_tokens or req.max_tokens
         if cap:  # no single step may pass the cap either
-            config = solver.config.with_(**changes)
             changes.update(max_step_tokens=min(config.max_step_tokens, cap),
                            final_step_tokens=min(config.final_step_tokens, cap))
         prompt_tokens = await asyncio.to_thread(count_prompt, solver, problem, system)
@@ -408,6 +493,15 @@ def create_app(solver: Solver, *, preset: str, api_key: str | None = None, max_q
         return req, job, prompt_tokens
 
     return app
+
+
+def search_config(solver: Solver, changes: dict) -> SearchConfig:
+    """The settings a request asks for, within SearchConfig's bounds (400 naming the request's field)."""
+    try:
+        return solver.config.with_(**changes)
+    except SettingError as err:
+        where = err.field if err.field in TOP_LEVEL_SETTINGS else f"specs.{err.field}"
+        raise APIError(400, f"{where}: {err.problem}", "invalid_value") from None
 
 
 async def read_json(request: Request):
@@ -423,6 +517,8 @@ async def read_json(request: Request):
         return json.loads(body)
     except ValueError as err:
         raise APIError(400, f"the body is not valid JSON ({err})", "invalid_json") from None
+    except RecursionError:
+        raise APIError(400, "the body is not valid JSON (nested too deeply)", "invalid_json") from None
 
 
 def count_prompt(solver: Solver, problem: str, system: str | None) -> int:
@@ -556,8 +652,10 @@ class Server(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def serve(solver: Solver, *, preset: str, host: str, port: int, api_key: str | None, max_queue: int) -> None:
-    app = create_app(solver, preset=preset, api_key=api_key, max_queue=max_queue)
+def serve(solver: Solver, *, preset: str, host: str, port: int, api_key: str | None, max_queue: int,
+          allowed_hosts: tuple[str, ...] = (), allowed_origins: tuple[str, ...] = ()) -> None:
+    app = create_app(solver, preset=preset, api_key=api_key, max_queue=max_queue,
+                     access=Access.of(host, allowed_hosts, allowed_origins))
     config = uvicorn.Config(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=10)
     runner = app.state.runner
     Server(config, runner).run()

@@ -97,6 +97,7 @@ class Solver:
         from .presets import load_preset, resolve, value_head_path
 
         manifest = load_preset(preset)
+        config = SearchConfig().with_(**dict(manifest.search_defaults)).with_(**(search or {}))  # bad settings: no load
         paths = {role: resolve(spec or role, role=role, preset=preset, progress=progress)
                  for role, spec in (("draft", draft), ("target", target))}
         kind = reward_kind or manifest.reward_kind
@@ -116,7 +117,6 @@ class Solver:
         if kind.endswith("probe") and value_head is None and kind == manifest.reward_kind:
             value_head = manifest.roles["reward"].probe_head  # the head the preset ships
             shipped = value_head is not None
-        config = SearchConfig().with_(**dict(manifest.search_defaults)).with_(**(search or {}))
         try:
             return cls.from_paths(paths["target"], paths["draft"], reward=reward_path, reward_kind=kind,
                                   value_head=value_head, reward_template=template, config=config, method=method,

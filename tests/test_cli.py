@@ -81,13 +81,18 @@ def test_config_file_sets_flags_and_flags_win(models_args, tmp_path):
         (["solve", "--file", "/nope/problem.txt"], "cannot read"),
         (["--config", "/nope/config.toml", "solve", "x"], "config file not found"),
         (["solve", "add one " * 400, "--ctx", "256"], "the context holds 256 (raise --ctx)"),
+        (["solve", "x" * 130, "--ctx", "256"], "Error: the prompt leaves no room for a step: "),
+        (["solve", "x", "--temperature", "1e-300"], "Error: temperature: must be 0 (greedy) or from 0.01 to 2"),
+        (["solve", "x", "--beta", "1.7e308"], "Error: beta: must be from -1000 to 1000, not 1.7e+308"),
+        (["solve", "x", "--tau-reject", "nan"], "Error: tau_reject: must be a number"),
+        (["solve", "x", "--n", "65"], "Error: n: must be a whole number from 1 to 64, not 65"),
     ],
 )
 def test_bad_input_is_one_line_and_nonzero(args, message, models_args):
     result = CliRunner().invoke(main, args + (models_args if "--target" not in args else ["--draft", models_args[1]]))
     assert result.exit_code != 0
     assert message in result.output
-    assert "Traceback" not in result.output
+    assert "Traceback" not in result.output and "Stopped" not in result.output
 
 
 def test_the_cli_spells_the_methods_and_beam_answers_the_searches_have():
@@ -96,6 +101,13 @@ def test_the_cli_spells_the_methods_and_beam_answers_the_searches_have():
     from specs_local.search.common import BEAM_ANSWERS
 
     assert sorted(cli.METHODS) == sorted({*STRATEGIES, *ALIASES}) and cli.BEAM_ANSWERS == BEAM_ANSWERS
+
+
+def test_the_workers_help_says_what_the_default_makes():
+    # cluster.default_workers: one worker per --threads CPUs, none kept back
+    help_text = " ".join(run(["batch", "--help"]).output.split())
+    assert "left spare" not in help_text
+    assert "one per --threads CPUs" in help_text and "every CPU is used" in help_text
 
 
 def test_gpu_offload_asked_of_a_build_without_it_warns(models_args):

@@ -20,6 +20,11 @@ def _record(pid: str, method: str, correct: bool, steps: list[dict] | None = Non
     return record
 
 
+def _error(pid: str, method: str) -> dict:
+    """A bench error record: the solve failed; graded wrong against its gold answer."""
+    return {"id": pid, "method": method, "answer": None, "gold": "1", "correct": False, "error": "boom"}
+
+
 def _write_run(folder, records_by_method: dict[str, list[dict]]):
     """A bench --out folder holding these records, one JSONL file per method."""
     folder.mkdir()
@@ -54,20 +59,21 @@ def test_specs_traces_refuses_an_untraced_run_in_one_line(tmp_path):
 
 def test_pool_runs_lets_a_later_folder_replace_a_method_and_pairs_the_methods(tmp_path):
     old = _write_run(tmp_path / "old", {
-        "specs": [_record("p1", "specs", False), _record("p2", "specs", False)],
+        "specs": [_record("p1", "specs", False), _record("p2", "specs", False), _record("p3", "specs", True)],
         "greedy-target": [_record("p1", "greedy-target", True), _record("p2", "greedy-target", False),
-                          _record("p3", "greedy-target", True)]})
-    error = {"id": "p3", "method": "specs", "answer": None, "gold": "1", "correct": False, "error": "boom"}
-    new = _write_run(tmp_path / "new", {"specs": [_record("p1", "specs", True), _record("p2", "specs", True), error]})
+                          _record("p3", "greedy-target", True), _error("p4", "greedy-target")]})
+    new = _write_run(tmp_path / "new", {"specs": [_record("p1", "specs", True), _record("p2", "specs", True),
+                                                  _error("p3", "specs")]})
     run = subprocess.run([sys.executable, str(ROOT / "scripts" / "pool_runs.py"), str(old), str(new),
                           "--methods", "specs,greedy-target"], capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
-    # the new specs records replace the old ones; the error record is left out
+    # the new specs records replace the old ones, the error too: p3 failed, though the old run solved it
     specs = next(line for line in lines if line.startswith("| specs | "))
-    assert specs.startswith("| specs | 2/2 = 100% [") and specs.endswith(f"| {new} (2) |")  # nothing left of old
-    assert any(line.startswith("| greedy-target | 2/3 = 67% [") for line in lines)
-    assert "| specs, greedy-target | 2 | 1 | 0 | 1.00 |" in lines
+    assert specs.startswith("| specs | 2/3 = 67% [") and specs.endswith(f"| {new} (3) |")  # nothing left of old
+    # an error counts as not solved, as the bench report counts it
+    assert any(line.startswith("| greedy-target | 2/4 = 50% [") for line in lines)
+    assert "| specs, greedy-target | 3 | 1 | 1 | 1.00 |" in lines  # specs lost p3 to its error
 
 
 def test_pool_runs_refuses_a_missing_folder_in_one_line(tmp_path):

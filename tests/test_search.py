@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 
@@ -110,15 +111,16 @@ def test_a_draft_with_another_vocabulary_is_refused(tiny_models):
 
 
 def test_a_full_context_stops_cleanly(tiny_models):
-    s = Solver.from_paths(tiny_models["target"], tiny_models["draft"], reward_kind="calculator+self",
+    """Steps that never end the turn fill the context: the search stops with the steps it has."""
+    s = Solver.from_paths(tiny_models["arith"], tiny_models["arith-draft"], reward_kind="calculator",
                           config=SearchConfig(n=4, max_steps=50, max_step_tokens=60, seed=1),
-                          engine=EngineOptions(threads=1, ctx=300))
+                          engine=EngineOptions(threads=1, ctx=512))
     try:
         result = s.solve(PROBLEM, method="specs", tau_reject=-math.inf)
     finally:
         s.close()
-    assert result.stop_reason in ("context_full", "eos")
-    assert result.stop_reason == "context_full" or result.steps[-1].ends_turn
+    assert result.stop_reason == "context_full" and result.steps
+    assert not any(step.ends_turn for step in result.steps)
 
 
 @pytest.mark.parametrize("kind", ["verifier", "self", "token-prm", "calculator"])
@@ -153,8 +155,11 @@ def test_beam_runs_until_no_beam_is_live_and_answers_from_the_completed_pool(tin
     finally:
         s.close()
     for r in results:
-        pool = r.extra["pool_rewards"] if r.extra["completed_beams"] else []
-        assert r.extra["completed_beams"] == len(pool) or r.extra["live_beams"] == len(r.extra["pool_rewards"])
+        completed, live = r.extra["completed_beams"], r.extra["live_beams"]
+        # A finished candidate never takes a live slot: every step of the answer but its last ended at the delimiter.
+        assert all(step.text.endswith("\n\n") and step.text.strip() and not step.ends_turn for step in r.steps[:-1])
+        assert len(r.extra["pool_rewards"]) == (completed or live)  # the live beams answer only if none completed
+        pool = r.extra["pool_rewards"] if completed else []
         if r.stop_reason == "eos":
             assert r.extra["live_beams"] == 0 and pool
         else:
@@ -213,14 +218,17 @@ def test_the_weighted_beam_answer_is_the_answer_with_most_reward(tiny_models):
 
 
 def test_a_beam_that_never_ends_stops_at_the_step_limit(tiny_models):
-    s = Solver.from_paths(tiny_models["endless"], tiny_models["draft"], reward_kind="calculator",
-                          config=SearchConfig(n=4, beam_width=2, max_steps=10, max_step_tokens=4,
-                                              final_step_tokens=6), engine=ENGINE)
+    """A model that never ends its turn and ends its steps at the delimiter (the arithmetic
+    bigram): the beams stay live step after step, and the answer is max_steps steps long."""
+    config = SearchConfig(n=4, beam_width=2, max_steps=10, max_step_tokens=12, final_step_tokens=16)
+    s = Solver.from_paths(tiny_models["arith"], tiny_models["arith-draft"], reward_kind="calculator", config=config,
+                          engine=ENGINE)
     try:
         result = s.solve(PROBLEM, method="beam-target")
     finally:
         s.close()
-    assert result.stop_reason in ("max_steps", "eos") and len(result.steps) <= 10
+    assert len(result.steps) == config.max_steps and not any(step.ends_turn for step in result.steps)
+    assert all(step.text.endswith("\n\n") for step in result.steps[:-1])  # each went on from a live beam
     assert_accounting(result, s)
 
 
@@ -235,14 +243,57 @@ def test_a_system_prompt_replaces_the_policy_one(solver):
 
 
 @pytest.mark.parametrize("method", ["specs", "beam-target", "best-of-n", "rsd", "greedy"])
-def test_a_prompt_that_fills_the_context_is_an_error_not_an_empty_answer(tiny_models, method):
+@pytest.mark.parametrize("problem, says", [
+    ("add one " * 400, r"the prompt has \d+ tokens; the context holds 256"),
+    # 229 tokens: it fits in 256, but no step fits after it
+    ("x" * 130, r"the prompt leaves no room for a step: .*the context \(256 tokens\) is full after 229"),
+], ids=["over-the-context", "no-room-for-a-step"])
+def test_a_prompt_that_fills_the_context_is_an_error_not_an_empty_answer(tiny_models, method, problem, says):
     from specs_local.errors import PromptTooLongError
 
     s = Solver.from_paths(tiny_models["target"], tiny_models["draft"], reward_kind="calculator",
                           config=SearchConfig(n=2, max_steps=2, max_step_tokens=8), engine=EngineOptions(threads=1, ctx=256))
     try:
-        with pytest.raises(PromptTooLongError, match=r"the prompt has \d+ tokens; the context holds 256"):
-            s.solve("add one " * 400, method=method)
+        with pytest.raises(PromptTooLongError, match=says):
+            s.solve(problem, method=method)
         assert all(not m.live_sequences for m in s.models.distinct().values())
     finally:
         s.close()
+
+
+@pytest.mark.parametrize("field, value, says", [
+    ("temperature", 1e-300, "temperature: must be 0 (greedy) or from 0.01 to 2, not 1e-300"),
+    ("temperature", -0.5, "temperature: must be"),
+    ("temperature", 2.5, "temperature: must be"),
+    ("temperature", math.nan, "temperature: must be"),
+    ("top_p", 0.0, "top_p: must be above 0 and at most 1, not 0.0"),
+    ("top_p", 1.5, "top_p: must be"),
+    ("beta", 1.7e308, "beta: must be from -1000 to 1000, not 1.7e+308"),
+    ("beta", math.inf, "beta: must be"),
+    ("beta", math.nan, "beta: must be"),
+    ("tau_reject", math.nan, "tau_reject: must be a number (-inf or inf: always or never), not nan"),
+    ("tau_switch", math.nan, "tau_switch: must be a number"),
+    ("rsd_delta", math.nan, "rsd_delta: must be a number"),
+    ("n", 0, "n: must be a whole number from 1 to 64, not 0"),
+    ("n", 65, "n: must be a whole number from 1 to 64"),
+    ("n", 2.5, "n: must be a whole number"),
+    ("beam_width", 0, "beam_width: must be a whole number from 1 to 64"),
+    ("max_steps", 0, "max_steps: must be a whole number from 1 to 100000"),
+    ("max_step_tokens", 0, "max_step_tokens: must be a whole number from 1 to 1048576"),
+    ("final_step_tokens", 1 << 21, "final_step_tokens: must be a whole number from 1 to 1048576"),
+    ("seed", -1, "seed: must be a whole number of at least 0, not -1"),
+    ("greedy_candidate", "yes", "greedy_candidate: must be true or false"),
+])
+def test_search_settings_out_of_bounds_are_refused_in_one_line(field, value, says):
+    from specs_local.errors import SettingError
+
+    with pytest.raises(SettingError, match=re.escape(says)) as refused:
+        CONFIG.with_(**{field: value})
+    assert refused.value.field == field and "\n" not in str(refused.value)
+
+
+def test_the_bounds_keep_their_edges_and_the_thresholds_their_infinities():
+    for changes in ({"temperature": 0}, {"temperature": 0.01}, {"temperature": 2}, {"top_p": 1.0},
+                    {"beta": -1000}, {"beta": 1000}, {"n": 64}, {"seed": 2**40},
+                    {"tau_reject": math.inf}, {"tau_reject": -math.inf}, {"tau_switch": -1e12}):
+        assert CONFIG.with_(**changes)  # -inf: every draft passes; inf: none does

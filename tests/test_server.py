@@ -36,28 +36,33 @@ class Served:
                                          stdout=out, stderr=subprocess.STDOUT,
                                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
         deadline = time.monotonic() + 180
-        while not (found := re.search(r"Uvicorn running on (http://127\.0\.0\.1:\d+)", self.log())):
+        while not (found := re.search(r"Uvicorn running on http://(?:127\.0\.0\.1|0\.0\.0\.0):(\d+)", self.log())):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 pytest.fail(f"the server did not start:\n{self.log()}")
             time.sleep(0.05)
-        self.url = found.group(1)
+        self.port = int(found.group(1))
+        self.url = f"http://127.0.0.1:{self.port}"  # a server bound to 0.0.0.0 is reached on loopback too
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def client(self, key: str = "none") -> openai.OpenAI:
-        return openai.OpenAI(base_url=self.url + "/v1", api_key=key, max_retries=0, timeout=300)
+    def client(self, key: str = "none", **headers) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.url + "/v1", api_key=key, max_retries=0, timeout=300,
+                             default_headers=headers or None)
 
-    def get(self, path: str, key: str | None = None) -> httpx.Response:
-        return httpx.get(self.url + path, headers={"Authorization": f"Bearer {key}"} if key else {}, timeout=30)
+    def get(self, path: str, key: str | None = None, **headers) -> httpx.Response:
+        auth = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.get(self.url + path, headers={**auth, **headers}, timeout=30)
 
     def health(self, key: str | None = None) -> dict:
         return self.get("/health", key).json()
 
-    def post(self, body, timeout: float = 60, **kw) -> httpx.Response:
+    def post(self, body, timeout: float = 60, **headers) -> httpx.Response:
+        """A raw POST of a chat completion, declared JSON unless ``headers`` say otherwise."""
         content = body if isinstance(body, bytes) else json.dumps(body).encode()
-        return httpx.post(self.url + "/v1/chat/completions", content=content, timeout=timeout, **kw)
+        return httpx.post(self.url + "/v1/chat/completions", content=content, timeout=timeout,
+                          headers={"Content-Type": "application/json", **headers})
 
     def idle_and_clean(self, key: str | None = None) -> dict:
         """Wait for no search and no queue, then check that no model holds a sequence or a KV cell."""
@@ -114,11 +119,11 @@ def busy(tiny_models, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def keyed(tiny_models, tmp_path_factory):
-    """A key, and a verifier reward on a file without a chat template: every search
-    that asks the reward fails half-way, after the target has generated its candidates."""
+    """A key, a public bind, and a verifier reward on a file without a chat template: every
+    search that asks the reward fails half-way, after the target has generated its candidates."""
     served = Served(["--draft", str(tiny_models["draft"]), "--target", str(tiny_models["target"]),
                      "--reward", str(tiny_models["no-template"]), "--reward-kind", "verifier", "--api-key", KEY,
-                     *FAST[2:]], tmp_path_factory.mktemp("keyed") / "log")
+                     "--host", "0.0.0.0", *FAST[2:]], tmp_path_factory.mktemp("keyed") / "log")
     yield served
     served.stop()
 
@@ -268,6 +273,13 @@ BODY = {"model": "target", "messages": user("What is 2 + 2?")}
     ({**BODY, "specs": 5}, 400, "invalid_value", "specs"),
     (b'{"messages": [{"role": "user", "content": "x"}], "specs": {"beta": NaN}}', 400, "invalid_value", "finite"),
     ({**BODY, "messages": user("1 + " * 1000)}, 400, "context_length_exceeded", "the context of target"),
+    (b'{"messages": [{"role": "user", "content": "x"}], "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400,
+     "invalid_json", "nested too deeply"),
+    ({**BODY, "temperature": 1e-300}, 400, "invalid_value", "temperature: must be 0 (greedy) or from 0.01 to 2"),
+    ({**BODY, "top_p": 0}, 400, "invalid_value", "top_p: must be above 0"),
+    ({**BODY, "specs": {"beta": 1.7e308}}, 400, "invalid_value", "specs.beta: must be from -1000 to 1000"),
+    ({**BODY, "specs": {"n": 65}}, 400, "invalid_value", "specs.n: must be a whole number from 1 to 64"),
+    ({**BODY, "specs": {"max_step_tokens": 1 << 21}}, 400, "invalid_value", "specs.max_step_tokens: must be"),
     ({**BODY, "model": "gpt-4"}, 404, "model_not_found", "'gpt-4' not found"),
     ({**BODY, "messages": user("x" * (2 << 20))}, 413, "request_too_large", "over"),
 ])
@@ -277,6 +289,20 @@ def test_bad_requests_get_an_openai_error_object(server, body, status, code, say
     assert response.status_code == status, error
     assert error["code"] == code and says in error["message"] and "\n" not in error["message"]
     assert error["type"] == "invalid_request_error"
+
+
+def test_a_prompt_that_leaves_no_room_for_a_step_is_refused_not_answered_empty(server):
+    """It fits in the context (2048), but no step fits after it."""
+    client = server.client()
+    overhead = client.chat.completions.create(model="target", messages=user("x"), max_tokens=1).usage.prompt_tokens - 1
+    body = {"messages": user("x" * (1999 - overhead))}  # 1,999 tokens (one per byte)
+    response = server.post(body)
+    error = response.json()["error"]
+    assert response.status_code == 400 and error["code"] == "context_length_exceeded", error
+    assert error["message"].startswith("the prompt leaves no room for a step: ") and "after 1999" in error["message"]
+    with pytest.raises(openai.APIError, match="the prompt leaves no room for a step"):
+        list(client.chat.completions.create(model="target", stream=True, **body))
+    server.idle_and_clean()
 
 
 def test_the_openai_client_raises_on_those_errors_and_the_engine_stays_clean(server):
@@ -310,6 +336,133 @@ def test_metrics_count_requests_steps_tokens_and_times(server):
     assert "# TYPE specs_requests_total counter" in text and 'specs_live_sequences{model="draft"} 0' in text
 
 
+# -- who may send requests: Host, Origin and Content-Type ------------------------
+
+FOREIGN = "attacker.example"  # a DNS-rebinding page's host name, pointed at 127.0.0.1
+
+
+def searches(server: Served, key: str | None = None) -> float:
+    return metric(server, "specs_search_seconds_count", key)
+
+
+def refused(response: httpx.Response, status: int, code: str) -> str:
+    error = response.json()["error"]
+    assert response.status_code == status and error["code"] == code, (response.status_code, error)
+    assert error["type"] == "invalid_request_error" and "\n" not in error["message"]
+    return error["message"]
+
+
+def test_a_post_not_declared_json_is_refused_before_any_search(server):
+    """What a web page may send without a CORS preflight: text/plain, a form, multipart."""
+    before, url = searches(server), server.url + "/v1/chat/completions"
+    body = json.dumps(BODY)
+    for content_type in ("text/plain", "text/plain;charset=UTF-8", "application/x-www-form-urlencoded"):
+        message = refused(server.post(body.encode(), **{"Content-Type": content_type}), 415, "unsupported_media_type")
+        assert "Content-Type: application/json" in message and content_type.split(";")[0] in message
+    refused(httpx.post(url, data={"messages": "x"}, timeout=30), 415, "unsupported_media_type")  # a form
+    refused(httpx.post(url, files={"messages": body}, timeout=30), 415, "unsupported_media_type")  # multipart
+    refused(httpx.post(url, content=body, timeout=30), 415, "unsupported_media_type")  # no type at all
+    assert searches(server) == before
+    for content_type in ("application/json; charset=utf-8", "Application/JSON"):
+        assert server.post(BODY, **{"Content-Type": content_type}).status_code == 200
+    assert searches(server) == before + 2
+
+
+@pytest.mark.parametrize("path", ["/health", "/v1/models", "/metrics", "/v1/nowhere"])
+def test_a_foreign_host_is_refused_on_every_route_and_loopback_names_pass(server, path):
+    port = server.port
+    for host in (f"{FOREIGN}:{port}", FOREIGN, f"127.0.0.1.{FOREIGN}", f"localhost.{FOREIGN}:{port}"):
+        message = refused(server.get(path, Host=host), 403, "host_not_allowed")
+        assert f"--allowed-hosts {host.split(':')[0]}" in message
+    for host in (f"127.0.0.1:{port}", "127.0.0.1", f"localhost:{port}", "LocalHost", f"[::1]:{port}", "[::1]"):
+        assert server.get(path, Host=host).status_code == (404 if path == "/v1/nowhere" else 200), host
+
+
+@pytest.mark.parametrize("headers, code", [
+    ({"Host": FOREIGN}, "host_not_allowed"),
+    ({"Origin": f"http://{FOREIGN}"}, "origin_not_allowed"),
+    ({"Origin": "null"}, "origin_not_allowed"),  # a sandboxed frame or a file:// page
+    ({"Origin": "http://127.0.0.1:3000"}, "origin_not_allowed"),  # a page on this machine is a page too
+])
+def test_a_foreign_host_or_a_browser_origin_cannot_run_a_search_or_read_a_page(server, headers, code):
+    before = searches(server)
+    with pytest.raises(openai.PermissionDeniedError) as err:
+        server.client(**headers).chat.completions.create(model="target", messages=user("2+2?"))
+    assert err.value.body["code"] == code
+    with pytest.raises(openai.PermissionDeniedError):
+        server.client(**headers).models.list()
+    refused(server.post(BODY, **headers), 403, code)
+    refused(server.get("/health", **headers), 403, code)
+    refused(httpx.options(server.url + "/v1/chat/completions", timeout=30, headers={
+        **headers, "Access-Control-Request-Method": "POST"}), 403, code)  # a CORS preflight
+    assert searches(server) == before
+    # The client as people use it sends no Origin, and 127.0.0.1 as its Host.
+    assert server.client().chat.completions.create(model="target", messages=user("2+2?")).choices
+    assert searches(server) == before + 1
+
+
+@pytest.fixture(scope="module")
+def guarded(tiny_models, tmp_path_factory):
+    """Host names and a browser front end allowed by flag."""
+    served = Served(["--draft", str(tiny_models["draft"]), "--target", str(tiny_models["target"]), *FAST,
+                     "--allowed-hosts", "specs.internal, Host2.internal:8080", "--allowed-hosts", "third.internal",
+                     "--allowed-origins", "http://ui.example:3000/"], tmp_path_factory.mktemp("guarded") / "log")
+    yield served
+    served.stop()
+
+
+def test_allowed_hosts_pass_and_others_are_still_refused(guarded):
+    for host in ("specs.internal", f"specs.internal:{guarded.port}", "host2.internal", "THIRD.internal:80",
+                 "localhost"):
+        assert guarded.get("/health", Host=host).status_code == 200, host
+        assert guarded.client(Host=host).chat.completions.create(model="target", messages=user("2+2?")).choices
+    for host in (FOREIGN, "internal", "specs.internal.attacker.example"):
+        refused(guarded.get("/health", Host=host), 403, "host_not_allowed")
+
+
+def test_an_allowed_origin_gets_cors_answers_and_other_origins_are_refused(guarded):
+    origin = "http://ui.example:3000"
+    preflight = httpx.options(guarded.url + "/v1/chat/completions", timeout=30, headers={
+        "Origin": origin, "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type, x-stainless-os",
+        "Access-Control-Request-Private-Network": "true"})  # a public page calling this machine's loopback
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == origin
+    assert preflight.headers["access-control-allow-private-network"] == "true"
+    assert "POST" in preflight.headers["access-control-allow-methods"]
+    assert preflight.headers["access-control-allow-headers"] == "authorization, content-type, x-stainless-os"
+    # The front end's requests: answers, streams and errors all carry the origin, so that the page may read them.
+    client = guarded.client(Origin=origin)
+    whole = client.chat.completions.with_raw_response.create(model="target", messages=user("2+2?"))
+    assert whole.headers["access-control-allow-origin"] == origin and whole.parse().choices
+    raw_stream = guarded.post({**BODY, "stream": True}, Origin=origin)
+    assert raw_stream.status_code == 200 and raw_stream.headers["access-control-allow-origin"] == origin
+    assert raw_stream.text.endswith("data: [DONE]\n\n")
+    error = guarded.post({"messages": []}, Origin=origin)
+    assert error.status_code == 400 and error.headers["access-control-allow-origin"] == origin
+    full = guarded.get("/health", Origin=origin)
+    assert full.status_code == 200 and full.headers["access-control-allow-origin"] == origin
+    assert "retry-after" in full.headers["access-control-expose-headers"].lower()
+    for other in ("http://ui.example:3001", "https://ui.example:3000", "http://ui.example", f"http://{FOREIGN}"):
+        refused(guarded.post(BODY, Origin=other), 403, "origin_not_allowed")
+        refused(httpx.options(guarded.url + "/v1/chat/completions", timeout=30, headers={
+            "Origin": other, "Access-Control-Request-Method": "POST"}), 403, "origin_not_allowed")
+
+
+def test_a_star_allows_any_host_and_any_origin_but_not_a_body_that_is_not_json(tiny_models, tmp_path):
+    served = Served(["--draft", str(tiny_models["draft"]), "--target", str(tiny_models["target"]), *FAST,
+                     "--allowed-hosts", "*", "--allowed-origins", "*"], tmp_path / "log")
+    try:
+        response = served.client(Host=FOREIGN, Origin=f"http://{FOREIGN}").chat.completions.with_raw_response.create(
+            model="target", messages=user("2+2?"))
+        assert response.parse().choices and response.headers["access-control-allow-origin"] in ("*", f"http://{FOREIGN}")
+        assert served.get("/health", Host=FOREIGN).status_code == 200
+        refused(served.post(json.dumps(BODY).encode(), **{"Content-Type": "text/plain"}, Origin=f"http://{FOREIGN}"),
+                415, "unsupported_media_type")
+    finally:
+        served.stop()
+
+
 # -- the queue, disconnects and signals, on the endless model -------------------
 
 def test_sixteen_concurrent_requests_against_a_queue_of_four(busy):
@@ -337,6 +490,22 @@ def test_sixteen_concurrent_requests_against_a_queue_of_four(busy):
         else:
             assert value.choices[0].finish_reason == "length" and len(value.specs["steps"]) == 2
     busy.idle_and_clean()
+
+
+def test_max_queue_0_runs_a_request_on_an_idle_server_and_queues_none(tiny_models, tmp_path):
+    served = Served([*busy_args(tiny_models), "--max-queue", "0"], tmp_path / "log")
+    try:
+        client = served.client()
+        alone = client.chat.completions.create(model="small", messages=user("What is 2 + 2?"))  # idle: it runs
+        assert alone.choices[0].finish_reason == "length" and len(alone.specs["steps"]) == 2
+        stream, _, _ = start_blocker(client)
+        with pytest.raises(openai.APIStatusError) as refused:  # one runs: nothing may wait
+            client.chat.completions.create(model="small", messages=user("What is 3 + 3?"))
+        assert refused.value.status_code == 503 and refused.value.body["code"] == "queue_full"
+        stream.close()
+        served.idle_and_clean()
+    finally:
+        served.stop()
 
 
 def test_a_client_that_disconnects_mid_stream_cancels_its_search(busy):
@@ -431,6 +600,14 @@ def test_the_api_key_is_required_everywhere(keyed):
         assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_api_key"
     assert keyed.get("/health", KEY).status_code == 200
     assert [m.id for m in keyed.client(KEY).models.list().data] == ["target"]
+
+
+def test_a_public_bind_with_a_key_still_checks_the_host(keyed):
+    """Bound to 0.0.0.0: the machine's own address is a foreign Host until --allowed-hosts names it."""
+    message = refused(keyed.get("/health", KEY, Host=f"192.0.2.7:{keyed.port}"), 403, "host_not_allowed")
+    assert "--allowed-hosts 192.0.2.7" in message
+    refused(keyed.get("/health", Host=FOREIGN), 403, "host_not_allowed")  # before the key is asked
+    assert keyed.get("/health", KEY, Host=f"localhost:{keyed.port}").status_code == 200
 
 
 def test_binding_a_public_address_needs_a_key():

@@ -95,23 +95,25 @@ def enable_faulthandler() -> None:
 
 
 def search_options(func):
-    """The flags every front end that runs searches shares."""
+    """The flags every front end that runs searches shares. Their bounds are SearchConfig's
+    (search/common.py, one place for the CLI, the Python API and the server), checked before
+    any model loads."""
     options = [
         click.option("--preset", default="small", show_default=True, help="Model preset (see `specs-local models list`)."),
         click.option("--method", type=click.Choice(METHODS), default=None,
                      help="The search (default: the preset's, `specs-local models list` names it)."),
-        click.option("--n", type=click.IntRange(1, 64), default=None, help="Candidates per step (beam: in total). [4]"),
-        click.option("--beam-width", type=click.IntRange(1, 64), default=None, help="Beam search: candidates per kept prefix. [2]"),
+        click.option("--n", type=int, default=None, help="Candidates per step (beam: in total). [4]"),
+        click.option("--beam-width", type=int, default=None, help="Beam search: candidates per kept prefix. [2]"),
         click.option("--beam-answer", type=click.Choice(BEAM_ANSWERS), default=None,
                      help="Beam search: answer with the completed beam of best last reward, the reward-weighted "
                           "vote, or the majority. [best]"),
-        click.option("--temperature", type=click.FloatRange(0), default=None, help="Sampling and selection temperature."),
+        click.option("--temperature", type=float, default=None, help="Sampling and selection temperature."),
         click.option("--beta", type=float, default=None, help="SPECS: weight of the reward in the score."),
         click.option("--tau-reject", type=float, default=None, help="SPECS: drafts scoring at or below are rejected."),
         click.option("--tau-switch", type=float, default=None, help="SPECS: target reward above which the draft takes over again."),
         click.option("--greedy-candidate/--no-greedy-candidate", default=None,
                      help="SPECS: the first of target mode's n candidates is the target's greedy step."),
-        click.option("--k", type=click.IntRange(1, 64), default=None,
+        click.option("--k", type=int, default=None,
                      help="SPECS: chains advancing together, the answer chosen among them by --select. [1]"),
         click.option("--select", type=click.Choice(RULES), default=None,
                      help="How the answer is chosen among whole solutions (best-of-n, SPECS' k chains, "
@@ -122,11 +124,11 @@ def search_options(func):
         click.option("--stop-confidence", type=float, default=None,
                      help="Early stopping: a sample or chain whose mean token confidence over the last --window "
                           "tokens falls below this stops (DeepConf). [off]"),
-        click.option("--window", type=click.IntRange(1), default=None, help="Tokens of the confidence window. [32]"),
+        click.option("--window", type=int, default=None, help="Tokens of the confidence window. [32]"),
         click.option("--rsd-delta", type=float, default=None, help="RSD: reward a draft step needs to be kept."),
-        click.option("--max-steps", type=click.IntRange(1), default=None),
-        click.option("--max-step-tokens", type=click.IntRange(1), default=None),
-        click.option("--seed", type=click.IntRange(0), default=None),
+        click.option("--max-steps", type=int, default=None),
+        click.option("--max-step-tokens", type=int, default=None),
+        click.option("--seed", type=int, default=None),
         click.option("--draft", default=None, help="Draft model: a GGUF path, a preset role, or hf:REPO/FILE."),
         click.option("--target", default=None, help="Target model: a GGUF path, a preset role, or hf:REPO/FILE."),
         click.option("--reward", default=None, help="Reward model: a GGUF path, a preset role, or hf:REPO/FILE."),

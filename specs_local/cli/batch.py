@@ -24,8 +24,8 @@ def ray_options(func):
                      help="Solve on a Ray cluster: a head's ADDRESS (host:port), or auto (RAY_ADDRESS, else a "
                           "cluster started on this machine, else a Ray of its own). Needs the ray extra."),
         click.option("--workers", type=click.IntRange(1), default=None,
-                     help="Ray workers (default: as many as the machines hold at --threads CPUs each, one CPU "
-                          "per machine left spare)."),
+                     help="Ray workers (default: as many as the machines hold, one per --threads CPUs, and "
+                          "per --gpus-per-worker GPUs where given; every CPU is used, at least one worker)."),
         click.option("--gpus-per-worker", type=click.FloatRange(0, min_open=True), default=None,
                      help="GPUs each Ray worker reserves and offloads to (all layers unless --n-gpu-layers)."),
     ]

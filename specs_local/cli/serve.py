@@ -18,6 +18,11 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def split_list(ctx, param, values: tuple[str, ...]) -> tuple[str, ...]:
+    """A repeatable option whose values may also be comma-separated lists (a list in a config file)."""
+    return tuple(item.strip() for value in values for item in value.split(",") if item.strip())
+
+
 def load_solver(opts: dict, max_n: int):
     """The solver ``serve`` runs: the models reserve sequence slots at load for the largest
     n a request may ask for; the flags' n stays the default."""
@@ -33,8 +38,14 @@ def load_solver(opts: dict, max_n: int):
               help="Requests that may wait while one search runs; more get 503.")
 @click.option("--max-n", type=click.IntRange(1, 64), default=16, show_default=True,
               help="Largest specs.n a request may ask for (sequence slots are reserved at load).")
+@click.option("--allowed-hosts", multiple=True, callback=split_list, metavar="NAMES",
+              help="Host names requests may be addressed to, besides localhost, 127.0.0.1, [::1] and --host "
+                   "(comma-separated or repeated; * allows any). Others get 403: a guard against DNS rebinding.")
+@click.option("--allowed-origins", multiple=True, callback=split_list, metavar="ORIGINS",
+              help="Browser origins (scheme://host:port) whose pages may call the server, with CORS answers "
+                   "(comma-separated or repeated; * allows any). Requests with any other Origin get 403.")
 @search_options
-def serve(host, port, api_key, max_queue, max_n, **opts):
+def serve(host, port, api_key, max_queue, max_n, allowed_hosts, allowed_origins, **opts):
     """Serve the models over an OpenAI-compatible API; the search flags are the defaults."""
     if not is_loopback(host) and not api_key:
         raise click.ClickException(
@@ -46,6 +57,7 @@ def serve(host, port, api_key, max_queue, max_n, **opts):
                                    "pip install 'specs-local[server]'")
     solver = load_solver(opts, max_n)
     try:
-        run_server(solver, preset=opts["preset"], host=host, port=port, api_key=api_key, max_queue=max_queue)
+        run_server(solver, preset=opts["preset"], host=host, port=port, api_key=api_key, max_queue=max_queue,
+                   allowed_hosts=allowed_hosts, allowed_origins=allowed_origins)
     finally:
         solver.close()

@@ -26,7 +26,8 @@ from ..answers import extract_boxed, votes
 from ..engine import Generation, Sequence
 from ..errors import ContextFullError
 from ..selection import Candidate, choose, is_vetoed, selection_extra, solution_scores
-from .common import Models, SearchConfig, SearchGenerator, Step, Tracker, propose_many, start, texts
+from .common import (Models, SearchConfig, SearchGenerator, Step, Tracker, no_room_for_a_step, propose_many,
+                     start, texts)
 
 
 @dataclass
@@ -104,7 +105,9 @@ def beam_search(problem: str, models: Models, config: SearchConfig, role: str = 
             if not beams:
                 stop_reason = "eos"
                 break
-    except ContextFullError:
+    except ContextFullError as error:
+        if not completed and not any(b.steps for b in beams):
+            raise no_room_for_a_step(error) from None
         stop_reason = "context_full"
     finally:
         for b in beams:

@@ -13,8 +13,8 @@ from ..answers import extract_boxed
 from ..engine import STEP_DELIMITER
 from ..errors import ContextFullError
 from ..selection import Candidate, choose, is_vetoed, selection_extra, solution_scores
-from .common import (Models, SearchConfig, SearchGenerator, Step, Tracker, propose, sample_rngs, start,
-                     stopping)
+from .common import (Models, SearchConfig, SearchGenerator, Step, Tracker, no_room_for_a_step, propose, sample_rngs,
+                     start, stopping)
 
 
 def best_of_n(problem: str, models: Models, config: SearchConfig) -> SearchGenerator:
@@ -30,8 +30,8 @@ def best_of_n(problem: str, models: Models, config: SearchConfig) -> SearchGener
         if live:
             rewards[live] = reward.score(problem, [], [gens[i].text for i in live], contexts=[kids[i] for i in live])
         model.release_all(kids)
-    except ContextFullError:
-        return tracker.result([], "context_full")
+    except ContextFullError as error:  # its one step is its first
+        raise no_room_for_a_step(error) from None
     finally:
         if head is not None:
             model.release(head)

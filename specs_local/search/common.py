@@ -6,6 +6,8 @@ yields each ``Step`` as soon as it is final and returns a ``SearchResult``.
 """
 from __future__ import annotations
 
+import math
+import numbers
 import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Generator
@@ -15,13 +17,50 @@ import numpy as np
 from ..answers import extract_boxed
 from ..chat import solution_prompt
 from ..engine import Generation, Model, Sequence
-from ..errors import ContextFullError, PromptTooLongError, SpecsError
+from ..errors import ContextFullError, PromptTooLongError, SettingError, SpecsError
 from ..sampling import SamplerParams
 from ..selection import RULES
 
 
 # How beam search picks its answer among completed beams; "select": by the rule ``select`` (selection.py).
 BEAM_ANSWERS = ("best", "weighted", "majority", "select")
+
+
+# The bounds of the search settings, checked here once for every front end (CLI, Python API,
+# server). Past them a search overflows (1/T in float32 sampling, beta * reward in SPECS'
+# score), cannot sample, or asks for more sequences or tokens than a context can hold.
+MIN_TEMPERATURE, MAX_TEMPERATURE = 0.01, 2.0  # or 0, greedy; OpenAI's API stops at 2 too
+MAX_BETA = 1000.0  # in magnitude: the rewards are probabilities, the tuned betas 2 to 20
+WHOLE_NUMBERS = {"n": (1, 64), "beam_width": (1, 64), "k": (1, 64), "window": (1, 1 << 20), "max_steps": (1, 100_000),
+                 "max_step_tokens": (1, 1 << 20), "final_step_tokens": (1, 1 << 20), "seed": (0, None)}
+THRESHOLDS = ("tau_reject", "tau_switch", "rsd_delta")  # only compared: -inf or inf mean always or never
+
+
+def is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def whole_number(low: int, high: int | None) -> tuple[Callable[[object], bool], str]:
+    """The test and the wording of a whole-number bound (high None: none above)."""
+    def within(value) -> bool:
+        return (isinstance(value, numbers.Integral) and not isinstance(value, bool) and low <= value
+                and (high is None or value <= high))
+
+    return within, f"a whole number from {low} to {high}" if high is not None else f"a whole number of at least {low}"
+
+
+SETTING_BOUNDS: dict[str, tuple[Callable[[object], bool], str]] = {  # field: (test, what it must be)
+    **{name: whole_number(low, high) for name, (low, high) in WHOLE_NUMBERS.items()},
+    "temperature": (lambda t: is_number(t) and (t == 0 or MIN_TEMPERATURE <= t <= MAX_TEMPERATURE),
+                    f"0 (greedy) or from {MIN_TEMPERATURE:g} to {MAX_TEMPERATURE:g}"),
+    "top_p": (lambda p: is_number(p) and 0 < p <= 1, "above 0 and at most 1"),
+    "beta": (lambda b: is_number(b) and -MAX_BETA <= b <= MAX_BETA, f"from {-MAX_BETA:g} to {MAX_BETA:g}"),
+    **{name: (lambda x: is_number(x) and not math.isnan(x), "a number (-inf or inf: always or never)")
+       for name in THRESHOLDS},
+    "greedy_candidate": (lambda g: isinstance(g, bool), "true or false"),
+    "veto": (lambda v: isinstance(v, bool), "true or false"),
+    "stop_confidence": (lambda c: c is None or (is_number(c) and math.isfinite(c)), "a number, or none (never stop)"),
+}
 
 
 @dataclass(frozen=True)
@@ -58,11 +97,16 @@ class SearchConfig:
     window: int = 32
 
     def __post_init__(self) -> None:
-        # checked here, not where the beam search ends: a typo must not cost a whole search
+        # checked here, not where a search uses them: a bad value must not cost a whole search
+        for name, (within, bound) in SETTING_BOUNDS.items():
+            value = getattr(self, name)
+            if not within(value):
+                raise SettingError(name, f"must be {bound}, not {value!r}")
         if self.beam_answer not in BEAM_ANSWERS:
-            raise SpecsError(f"unknown beam answer rule {self.beam_answer!r}; choose one of {', '.join(BEAM_ANSWERS)}")
+            raise SettingError("beam_answer", f"unknown beam answer rule {self.beam_answer!r}; choose one of "
+                                              f"{', '.join(BEAM_ANSWERS)}")
         if self.select not in RULES:
-            raise SpecsError(f"unknown selection rule {self.select!r}; choose one of {', '.join(RULES)}")
+            raise SettingError("select", f"unknown selection rule {self.select!r}; choose one of {', '.join(RULES)}")
 
     def with_(self, **changes) -> "SearchConfig":
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -147,6 +191,13 @@ def start(model: Model, problem: str, config: SearchConfig) -> Sequence:
     if len(tokens) >= model.n_ctx:
         raise PromptTooLongError(f"the prompt has {len(tokens)} tokens; the context holds {model.n_ctx} (raise --ctx)")
     return model.new_sequence(tokens)
+
+
+def no_room_for_a_step(error: ContextFullError) -> PromptTooLongError:
+    """A context that filled up before a search's first step: the prompt left no room for
+    one. An error, where a full context later stops the search with the steps it has: an
+    empty answer would pass for a solution cut short."""
+    return PromptTooLongError(f"the prompt leaves no room for a step: {error}")
 
 
 def step_budget(model: Model, head: Sequence, n: int, config: SearchConfig, last: bool) -> int:
@@ -235,7 +286,9 @@ def step_by_step(tracker: "Tracker", problem: str, roles: dict[str, Model], conf
             if step.ends_turn:
                 stop_reason = "eos"
                 break
-    except ContextFullError:
+    except ContextFullError as error:
+        if not steps:
+            raise no_room_for_a_step(error) from None
         stop_reason = "context_full"
     finally:
         for role, seq in heads.items():

@@ -35,11 +35,11 @@ import numpy as np
 from ..answers import extract_boxed
 from ..engine import Sequence
 from ..engine.generation import window_confidence
-from ..errors import ContextFullError, PromptTooLongError
+from ..errors import ContextFullError
 from ..sampling import softmax
 from ..selection import Candidate, choose, is_vetoed, selection_extra, solution_scores
-from .common import (Models, SearchConfig, SearchGenerator, Step, Tracker, adopt, propose_many, sample_rngs, start,
-                     texts)
+from .common import (Models, SearchConfig, SearchGenerator, Step, Tracker, adopt, no_room_for_a_step, propose_many,
+                     sample_rngs, start, texts)
 
 
 class Mode(Enum):
@@ -134,7 +134,7 @@ def specs(problem: str, models: Models, config: SearchConfig) -> SearchGenerator
                 _advance(problem, models, config, live, last)
             except ContextFullError as full:
                 if index == 0:  # not even a first step fits after the prompt: nothing to answer with
-                    raise PromptTooLongError(f"the prompt leaves no room for a step ({full})") from None
+                    raise no_room_for_a_step(full) from None
                 for chain in live:
                     _end(chain, "context_full", models)
                 break
