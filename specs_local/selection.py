@@ -46,6 +46,7 @@ class Candidate:
     vetoed: bool = False  # a step asserts a false equality
     tokens: int = 0
     confidence: list[float] = field(default_factory=list)  # per token, kept in traced records only
+    text: str = ""  # the solution (the server returns it as a choice), kept in traced records only
 
 
 def lowest_window(confidence: np.ndarray, window: int = WINDOW_TOKENS) -> float:
@@ -129,13 +130,15 @@ def candidate_record(candidate: Candidate) -> dict:
               "scores": {k: None if v is None or np.isnan(v) else float(v) for k, v in candidate.scores.items()}}
     if candidate.confidence:
         record["confidence"] = [round(float(c), 3) for c in candidate.confidence]
+    if candidate.text:
+        record["text"] = candidate.text
     return record
 
 
 def from_record(record: dict) -> Candidate:
     scores = {k: float("nan") if v is None else v for k, v in record["scores"].items()}
     return Candidate(record["answer"], scores, record.get("ended", True), record.get("vetoed", False),
-                     record.get("tokens", 0), record.get("confidence", []))
+                     record.get("tokens", 0), record.get("confidence", []), record.get("text", ""))
 
 
 def selection_extra(candidates: list[Candidate], rule: str, chosen: int, veto: bool) -> dict:
@@ -144,8 +147,8 @@ def selection_extra(candidates: list[Candidate], rule: str, chosen: int, veto: b
 
 
 def selection_summary(extra: dict) -> dict | None:
-    """A result's choice without the per-token confidence: what every record keeps."""
+    """A result's choice without the texts and per-token confidence: what every record keeps."""
     if "candidates" not in extra:
         return None
     return {"select": extra["select"], "veto": extra["veto"], "chosen": extra["chosen"],
-            "candidates": [{k: v for k, v in c.items() if k != "confidence"} for c in extra["candidates"]]}
+            "candidates": [{k: v for k, v in c.items() if k not in ("confidence", "text")} for c in extra["candidates"]]}

@@ -41,11 +41,11 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 
-from .answers import extract_boxed
 from .chat import solution_prompt
 from .errors import Cancelled, PromptTooLongError, SettingError, SpecsError
 from .search import ALIASES, STRATEGIES, SearchConfig, SearchResult, Step
-from .search.common import BEAM_ANSWERS, search_stats
+from .search.common import BEAM_ANSWERS
+from .selection import RULES
 from .slots import sequences_needed
 from .solver import Solver
 
@@ -85,6 +85,11 @@ class Specs(BaseModel):
     max_steps: int | None = None
     max_step_tokens: int | None = None
     final_step_tokens: int | None = None
+    k: int | None = None
+    select: Literal[RULES] | None = None
+    veto: bool | None = None
+    stop_confidence: float | None = None
+    window: int | None = None
 
 
 class Message(BaseModel):
@@ -120,9 +125,25 @@ def parse_request(data) -> ChatRequest:
         where = ".".join(map(str, first["loc"])) or "body"
         message = "unknown search parameter" if first["type"] == "extra_forbidden" else first["msg"]
         raise APIError(400, f"{where}: {message}", "invalid_value") from None
-    if req.n not in (None, 1):
-        raise APIError(400, "n: one choice per request; the candidates per step are specs.n", "invalid_value")
+    if req.n is not None and req.n < 1:
+        raise APIError(400, "n: at least one choice", "invalid_value")
     return req
+
+
+# Methods that end with several whole solutions, and the setting that says how many.
+CHOICES_FROM = {"best-of-n": "n", "specs": "k"}
+
+
+def choices_changes(method: str, n: int, changes: dict) -> dict:
+    """The settings that make ``method`` end with at least ``n`` whole solutions (OpenAI's ``n``):
+    best-of-n samples n, SPECS runs k = n chains; 400 for a method that makes one."""
+    key = CHOICES_FROM.get(ALIASES.get(method, method))
+    if key is None:
+        raise APIError(400, f"n: {method} makes one solution; n > 1 needs specs.method best-of-n or specs",
+                       "invalid_value")
+    if changes.get(key, n) < n:
+        raise APIError(400, f"n: {n} choices need specs.{key} of at least {n}", "invalid_value")
+    return {key: changes.get(key, n)}
 
 
 # -- the queue and the worker ---------------------------------------------------
@@ -132,8 +153,8 @@ class Job:
     problem: str
     method: str
     changes: dict
-    max_tokens: int | None
     loop: asyncio.AbstractEventLoop
+    choices: int = 1  # OpenAI's n
     id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex[:24]}")
     created: int = field(default_factory=lambda: int(time.time()))
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
@@ -219,7 +240,7 @@ class Runner:
             model.reset_usage()  # the strategy resets it too, but only once it has started
         search = None
         steps: list[Step] = []
-        outcome, tokens = "error", 0
+        outcome = "error"
         try:
             search = self.solver.stream(job.problem, method=job.method, **job.changes)
             while True:
@@ -231,12 +252,8 @@ class Runner:
                     result = done.value
                     break
                 steps.append(step)
-                job.steps, tokens = job.steps + 1, tokens + step.tokens
+                job.steps += 1
                 job.put("step", step)
-                if job.max_tokens and tokens >= job.max_tokens and not step.ends_turn:
-                    result = partial_result(job.method, steps, models, self.solver.config.with_(**job.changes).n,
-                                            time.monotonic() - job.started_at)
-                    break
             outcome = finish_reason(result)
             job.put("done", result)
         except Cancelled:
@@ -252,7 +269,7 @@ class Runner:
             job.put("error", APIError(500, f"the search failed: {type(err).__name__}: {err}".splitlines()[0],
                                       "search_failed", "server_error"))
         finally:
-            if search is not None:  # a search stopped early (max_tokens) frees everything here (Solver.stream's finally)
+            if search is not None:  # a search stopped early (a cancel) frees everything here (Solver.stream's finally)
                 search.close()
             seconds = time.monotonic() - job.started_at
             self.metrics.record(job, outcome, steps, models, seconds)
@@ -262,13 +279,6 @@ class Runner:
 
 def finish_reason(result: SearchResult) -> str:
     return "stop" if result.stop_reason == "eos" else "length"
-
-
-def partial_result(method: str, steps: list[Step], models: dict, n: int, seconds: float) -> SearchResult:
-    """A search stopped at max_tokens returns no result of its own: what its steps and the models' counters say."""
-    text = "".join(s.text for s in steps)
-    return SearchResult(ALIASES.get(method, method), text, extract_boxed(text), steps,
-                        search_stats(steps, models, n, seconds), "max_tokens")
 
 
 # -- metrics --------------------------------------------------------------------
@@ -394,7 +404,6 @@ def create_app(solver: Solver, *, preset: str, api_key: str | None = None, max_q
     models = solver.models.distinct()
     served = models["target"].path.stem  # the id /v1/models lists; the preset name is accepted too
     slots = min(m.config.n_seq_max for m in models.values())
-    max_n = max(n for n in range(1, 65) if sequences_needed(SearchConfig(n=n)) <= slots)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -480,16 +489,18 @@ def create_app(solver: Solver, *, preset: str, api_key: str | None = None, max_q
         changes = req.specs.model_dump(exclude_none=True, exclude={"method"})
         changes.update({k: v for k, v in (("seed", req.seed), ("temperature", req.temperature),
                                           ("top_p", req.top_p), ("system_prompt", system)) if v is not None})
-        config = search_config(solver, changes)
-        if config.n > max_n:
-            raise APIError(400, f"specs.n: this server takes n up to {max_n} (start it with a larger --max-n)",
-                           "invalid_value")
+        method = req.specs.method or solver.method
+        if req.n and req.n > 1:
+            changes.update(choices_changes(method, req.n, changes))
         cap = req.max_completion_tokens or req.max_tokens
-        if cap:  # no single step may pass the cap either
-            changes.update(max_step_tokens=min(config.max_step_tokens, cap),
-                           final_step_tokens=min(config.final_step_tokens, cap))
+        if cap:  # the search stops at the first step that reaches it, and no step passes it
+            changes["max_tokens"] = cap
+        config = search_config(solver, changes)
+        if sequences_needed(config) > slots:
+            raise APIError(400, f"n = {config.n} with k = {config.k} needs {sequences_needed(config)} sequences; this "
+                                f"server holds {slots} (start it with a larger --max-n)", "invalid_value")
         prompt_tokens = await asyncio.to_thread(count_prompt, solver, problem, system)
-        job = Job(problem, req.specs.method or solver.method, changes, cap, asyncio.get_running_loop())
+        job = Job(problem, method, changes, asyncio.get_running_loop(), choices=req.n or 1)
         return req, job, prompt_tokens
 
     return app
@@ -547,8 +558,28 @@ def step_info(index: int, step: Step) -> dict:
                                for k, v in info.items()}}
 
 
-def usage(prompt_tokens: int, result_steps: list[Step]) -> dict:
-    completion = sum(s.tokens for s in result_steps)
+def choices(result: SearchResult, n: int) -> list[tuple[str, str, dict | None]]:
+    """(text, finish reason, scores) of each choice of an answer with ``n`` choices (OpenAI's
+    ``n``): the solution the search chose first, then its other whole solutions in their
+    order. Each choice of a search that chose among several carries its answer and scores."""
+    extra = result.extra
+    candidates = extra.get("candidates", [])
+
+    def info(c: dict) -> dict:
+        return {k: v for k, v in c.items() if k not in ("text", "confidence")}
+
+    first = (result.text, finish_reason(result),
+             {**info(candidates[extra["chosen"]]), "chosen": True} if candidates else None)
+    others = [(c["text"], "stop" if c["ended"] else "length", {**info(c), "chosen": False})
+              for i, c in enumerate(candidates) if i != extra.get("chosen")]
+    return [first] + others[:n - 1]
+
+
+def usage(prompt_tokens: int, result: SearchResult, n: int = 1) -> dict:
+    """Tokens of the prompt and of every choice returned."""
+    extra = result.extra
+    others = [c["tokens"] for i, c in enumerate(extra.get("candidates", [])) if i != extra.get("chosen")][:n - 1]
+    completion = sum(s.tokens for s in result.steps) + sum(others)
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion, "total_tokens": prompt_tokens + completion}
 
 
@@ -590,9 +621,10 @@ async def complete(runner: Runner, job: Job, served: str, prompt_tokens: int, re
         return Response(status_code=499)  # nobody is there to read it
     result = result_task.result()  # raises the job's APIError
     return {"id": job.id, "object": "chat.completion", "created": job.created, "model": served,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": result.text},
-                         "finish_reason": finish_reason(result), "logprobs": None}],
-            "usage": usage(prompt_tokens, result.steps),
+            "choices": [{"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": finish,
+                         "logprobs": None, **({"specs": info} if info else {})}
+                        for i, (text, finish, info) in enumerate(choices(result, job.choices))],
+            "usage": usage(prompt_tokens, result, job.choices),
             "specs": {**summary(result), "steps": [{**step_info(i, s), "text": s.text}
                                                    for i, s in enumerate(result.steps, 1)]}}
 
@@ -600,9 +632,9 @@ async def complete(runner: Runner, job: Job, served: str, prompt_tokens: int, re
 async def stream_events(runner: Runner, job: Job, served: str, prompt_tokens: int):
     """Server-sent events: one chunk per step as it is chosen, a final chunk, then [DONE].
     Starlette cancels this generator when the client disconnects: the job is cancelled then."""
-    def chunk(delta: dict, finish: str | None = None, **extra) -> str:
+    def chunk(delta: dict, finish: str | None = None, index: int = 0, **extra) -> str:
         body = {"id": job.id, "object": "chat.completion.chunk", "created": job.created, "model": served,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}], **extra}
+                "choices": [{"index": index, "delta": delta, "finish_reason": finish, "logprobs": None}], **extra}
         return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
     steps: list[Step] = []
@@ -618,7 +650,11 @@ async def stream_events(runner: Runner, job: Job, served: str, prompt_tokens: in
                 steps.append(value)
                 yield chunk({"content": value.text}, specs={"step": step_info(len(steps), value)})
             else:
-                yield chunk({}, finish_reason(value), usage=usage(prompt_tokens, steps), specs=summary(value))
+                [(_, finish, info), *others] = choices(value, job.choices)
+                yield chunk({}, finish, usage=usage(prompt_tokens, value, job.choices),
+                            specs={**summary(value), **({"choice": info} if info else {})})
+                for index, (text, finish, info) in enumerate(others, 1):  # the other solutions, whole
+                    yield chunk({"role": "assistant", "content": text}, finish, index=index, specs={"choice": info})
                 break
         yield "data: [DONE]\n\n"
     finally:

@@ -297,3 +297,21 @@ def test_the_bounds_keep_their_edges_and_the_thresholds_their_infinities():
                     {"beta": -1000}, {"beta": 1000}, {"n": 64}, {"seed": 2**40},
                     {"tau_reject": math.inf}, {"tau_reject": -math.inf}, {"tau_switch": -1e12}):
         assert CONFIG.with_(**changes)  # -inf: every draft passes; inf: none does
+
+
+@pytest.mark.parametrize("method", sorted(STRATEGIES))
+def test_a_token_budget_caps_every_strategys_solution(solver, method):
+    """SearchConfig.max_tokens (the server's max_tokens): no step passes it, and the search stops
+    at the first step that reaches it, saying so."""
+    result = solver.solve(PROBLEM, method=method, max_tokens=7)
+    tokens = sum(s.tokens for s in result.steps)
+    assert tokens <= 7
+    assert result.stop_reason == "eos" or (result.stop_reason == "max_tokens" and tokens == 7)
+    assert result.stats["settings"]["max_tokens"] == 7
+    assert_accounting(result, solver)
+
+
+def test_records_name_the_reward_the_head_and_the_context(solver):
+    settings = solver.solve(PROBLEM, method="greedy-target").stats["settings"]
+    assert settings["reward"] == "calculator+self" and settings["reward_model"] == "target.gguf"
+    assert settings["ctx"] == 2048

@@ -222,6 +222,28 @@ def test_seed_and_temperature_are_per_request(server):
     assert text(seed=1, temperature=0) == text(seed=2, temperature=0)  # greedy: the seed no longer matters
 
 
+def test_n_returns_the_chosen_solution_first_and_the_others_with_their_scores(server):
+    """OpenAI's n: best-of-n samples n solutions and SPECS runs n chains; the selector's choice is
+    choice 0, and every choice carries its answer and scores in `specs`."""
+    client = server.client()
+    for method in ("best-of-n", "specs"):
+        response = client.chat.completions.create(model="target", messages=user("What is 12 times 7?"), n=3, seed=1,
+                                                  extra_body={"specs": {"method": method}})
+        assert [c.index for c in response.choices] == [0, 1, 2]
+        first, *others = response.choices
+        assert first.message.content == "".join(s["text"] for s in response.specs["steps"])
+        assert first.specs["chosen"] is True and not any(c.specs["chosen"] for c in others)
+        for choice in response.choices:
+            assert set(choice.specs["scores"]) == {"logprob", "certainty", "window", "reward"}
+            assert choice.finish_reason in ("stop", "length") and choice.message.content
+        assert response.usage.completion_tokens == sum(c.specs["tokens"] for c in response.choices)
+    chunks = list(client.chat.completions.create(model="target", messages=user("What is 12 times 7?"), n=2,
+                                                 stream=True, extra_body={"specs": {"method": "best-of-n"}}))
+    last = [c for c in chunks if c.choices and c.choices[0].index == 1]
+    assert len(last) == 1 and last[0].choices[0].delta.content and last[0].specs["choice"]["chosen"] is False
+    server.idle_and_clean()
+
+
 def test_max_tokens_caps_the_solution_with_finish_reason_length(server):
     response = server.client().chat.completions.create(model="target", messages=user("What is 12 times 7?"),
                                                        max_tokens=5, extra_body={"specs": {"method": "greedy"}})
@@ -262,10 +284,11 @@ BODY = {"model": "target", "messages": user("What is 2 + 2?")}
     ({**BODY, "temperature": 3}, 400, "invalid_value", "temperature"),
     ({**BODY, "seed": -1}, 400, "invalid_value", "seed"),
     ({**BODY, "max_tokens": 0}, 400, "invalid_value", "max_tokens"),
-    ({**BODY, "n": 2}, 400, "invalid_value", "specs.n"),
+    ({**BODY, "n": 2, "specs": {"method": "greedy"}}, 400, "invalid_value", "n: greedy makes one solution"),
+    ({**BODY, "n": 3, "specs": {"method": "best-of-n", "n": 2}}, 400, "invalid_value", "specs.n of at least 3"),
     ({**BODY, "stream": "maybe"}, 400, "invalid_value", "stream"),
     ({**BODY, "specs": {"n": 0}}, 400, "invalid_value", "specs.n"),
-    ({**BODY, "specs": {"n": 9}}, 400, "invalid_value", "n up to 8"),
+    ({**BODY, "specs": {"n": 9}}, 400, "invalid_value", "sequences; this server holds"),
     ({**BODY, "specs": {"method": "magic"}}, 400, "invalid_value", "specs.method"),
     ({**BODY, "specs": {"beam_answer": "vote"}}, 400, "invalid_value", "specs.beam_answer"),
     ({**BODY, "specs": {"tau_rejct": 5}}, 400, "invalid_value", "specs.tau_rejct: unknown search parameter"),

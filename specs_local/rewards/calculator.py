@@ -51,6 +51,10 @@ class CalculatorReward:
         self.stats.seconds += time.perf_counter() - t0
         return rewards
 
+    def identity(self) -> dict:
+        inner = self.fallback.identity() if self.fallback is not None else {}
+        return {**inner, "reward": self.name}
+
     @property
     def wants_contexts(self) -> bool:
         return bool(getattr(self.fallback, "wants_contexts", False))

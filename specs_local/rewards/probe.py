@@ -2,6 +2,7 @@
 file, loaded and checked against the target it reads."""
 from __future__ import annotations
 
+import hashlib
 import math
 from pathlib import Path
 
@@ -24,6 +25,9 @@ class ProbeReward(PromptedReward):
     def __init__(self, target: Model, head, *, name: str = "probe"):
         self.head = head
         super().__init__(target, good=" ", bad=" ", layout=Layout(), name=name, self_verify=True)
+
+    def identity(self) -> dict:
+        return {**super().identity(), "head": head_identity(self.head)}
 
     @property
     def scores_tokens(self) -> bool:
@@ -59,3 +63,11 @@ def load_probe_head(head: str | Path | ProbeHead, target: Model) -> ProbeHead:
     head.require("target_sha256", known_sha256(target.path))
     head.require("capture", list(target.config.capture), what="target's captured layers")
     return head
+
+
+def head_identity(head: ProbeHead) -> str:
+    """A head's file and the start of its sha256: which head made a record."""
+    path = Path(head.source)
+    if not path.is_file():
+        return head.source
+    return f"{path.name} sha256:{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"

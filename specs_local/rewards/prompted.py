@@ -58,6 +58,10 @@ class PromptedReward:
         self._problem: str | None = None
         self._cache: OrderedDict[tuple[str, ...], Sequence] = OrderedDict()  # least recently used first
 
+    def identity(self) -> dict:
+        """What a record names of this reward: its kind, its model file, and its head, if any."""
+        return {"reward": self.name, "reward_model": self.model.name}
+
     @property
     def wants_contexts(self) -> bool:
         """True when the search should pass the target's candidate sequences."""

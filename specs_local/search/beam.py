@@ -27,7 +27,7 @@ from ..engine import Generation, Sequence
 from ..errors import ContextFullError
 from ..selection import Candidate, choose, is_vetoed, selection_extra, solution_scores
 from .common import (Models, SearchConfig, SearchGenerator, Step, Tracker, no_room_for_a_step, propose_many,
-                     start, texts)
+                     reached_max_tokens, solution_tokens, start, texts)
 
 
 @dataclass
@@ -39,10 +39,11 @@ class Beam:
     def candidate(self) -> Candidate:
         """The beam as the solution-level selector sees it."""
         scores = self.token_scores if self.token_scores is not None else np.empty((0, 3))
-        return Candidate(extract_boxed("".join(s.text for s in self.steps)),
-                         solution_scores(scores, self.last_reward if self.steps else None), ended=self.ends_turn,
-                         vetoed=is_vetoed(texts(self.steps)), tokens=sum(s.tokens for s in self.steps),
-                         confidence=[float(c) for c in scores[:, 2]])
+        text = "".join(texts(self.steps))
+        return Candidate(extract_boxed(text), solution_scores(scores, self.last_reward if self.steps else None),
+                         ended=self.ends_turn, vetoed=is_vetoed(texts(self.steps)),
+                         tokens=sum(s.tokens for s in self.steps), confidence=[float(c) for c in scores[:, 2]],
+                         text=text)
 
     @property
     def last_reward(self) -> float:
@@ -84,19 +85,20 @@ def beam_search(problem: str, models: Models, config: SearchConfig, role: str = 
         for index in range(config.max_steps):
             last = index == config.max_steps - 1
             counts = expansion_counts(config.n, len(beams))
-            kids, gens = propose_many(model, [b.seq for b in beams], counts, config, rng, last)
+            kids, gens = propose_many(model, [b.seq for b in beams], counts, config, rng, last,
+                                      used=[solution_tokens(b.steps) for b in beams])
             try:
                 parents = [b for b, c in zip(beams, counts) for _ in range(c)]
                 rewards = _score_by_parent(problem, reward, parents, kids, gens)
             except BaseException:
                 model.release_all(kids)
                 raise
-            finished = [is_finished(g) for g in gens]
-            survivors = keep_best(rewards, finished, keep)
             grown = [parent.steps + [Step(text=g.text, source=role, reward=float(r), candidates=len(gens),
                                           tokens=len(g.tokens), ends_turn=g.finish == "eog",
                                           **{f"{role}_logprob": g.mean_logprob})]
                      for parent, g, r in zip(parents, gens, rewards)]
+            finished = [is_finished(g) or reached_max_tokens(steps, config) for g, steps in zip(gens, grown)]
+            survivors = keep_best(rewards, finished, keep)
             completed += [Beam(None, grown[i], kids[i].token_scores()) for i in range(len(gens)) if finished[i]]
             next_beams = [Beam(kids[i], grown[i]) for i in survivors]
             model.release_all([kid for i, kid in enumerate(kids) if i not in survivors])
@@ -122,6 +124,8 @@ def beam_search(problem: str, models: Models, config: SearchConfig, role: str = 
     if pool:
         chosen["select"] = choose(candidates, config.select, veto=config.veto)
     answer = pool[chosen[config.beam_answer]] if pool else Beam(None, [])
+    if stop_reason == "eos" and not answer.ends_turn:  # every beam finished, the answer's without ending its turn
+        stop_reason = "max_tokens" if reached_max_tokens(answer.steps, config) else "max_steps"
     for step in answer.steps:
         yield step
     extra = {"completed_beams": len(completed), "live_beams": len(beams), "pool_answers": answers,

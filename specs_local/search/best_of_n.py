@@ -39,7 +39,7 @@ def best_of_n(problem: str, models: Models, config: SearchConfig) -> SearchGener
     delimiter = STEP_DELIMITER.decode()
     candidates = [Candidate(extract_boxed(g.text), solution_scores(g.token_scores(), None if np.isnan(r) else r),
                             ended=g.finish == "eog", vetoed=is_vetoed(g.text.split(delimiter)), tokens=len(g.tokens),
-                            confidence=[c for _, c in g.confidence])
+                            confidence=[c for _, c in g.confidence], text=g.text)
                   for g, r in zip(gens, rewards)]
     chosen = choose(candidates, config.select, veto=config.veto)
     g = gens[chosen]
@@ -47,4 +47,5 @@ def best_of_n(problem: str, models: Models, config: SearchConfig) -> SearchGener
                 target_logprob=g.mean_logprob, candidates=len(gens), tokens=len(g.tokens), ends_turn=g.finish == "eog")
     yield step
     extra = selection_extra(candidates, config.select, chosen, config.veto)
-    return tracker.result([step], "eos" if step.ends_turn else "max_steps", extra=extra)
+    cut = "max_tokens" if config.max_tokens is not None and len(g.tokens) >= config.max_tokens else "max_steps"
+    return tracker.result([step], "eos" if step.ends_turn else cut, extra=extra)

@@ -60,6 +60,7 @@ SETTING_BOUNDS: dict[str, tuple[Callable[[object], bool], str]] = {  # field: (t
     "greedy_candidate": (lambda g: isinstance(g, bool), "true or false"),
     "veto": (lambda v: isinstance(v, bool), "true or false"),
     "stop_confidence": (lambda c: c is None or (is_number(c) and math.isfinite(c)), "a number, or none (never stop)"),
+    "max_tokens": (lambda m: m is None or whole_number(1, None)[0](m), "a whole number of at least 1, or none"),
 }
 
 
@@ -95,6 +96,9 @@ class SearchConfig:
     # over its last ``window`` tokens falls below ``stop_confidence`` stops; None: never.
     stop_confidence: float | None = None
     window: int = 32
+    # A cap on the solution's tokens (the server's max_tokens): a search stops at the first
+    # step that reaches it ("max_tokens"), and no step may pass it. None: no cap.
+    max_tokens: int | None = None
 
     def __post_init__(self) -> None:
         # checked here, not where a search uses them: a bad value must not cost a whole search
@@ -161,7 +165,8 @@ class SearchResult:
     answer: str | None
     steps: list[Step]
     stats: dict
-    stop_reason: str  # "eos" | "max_steps" | "context_full" | "interrupted" | "low_confidence"
+    # "eos" | "max_steps" | "max_tokens" | "context_full" | "interrupted" | "low_confidence"
+    stop_reason: str
     extra: dict = field(default_factory=dict)  # strategy-specific (e.g. votes)
 
     def to_dict(self) -> dict:
@@ -200,9 +205,12 @@ def no_room_for_a_step(error: ContextFullError) -> PromptTooLongError:
     return PromptTooLongError(f"the prompt leaves no room for a step: {error}")
 
 
-def step_budget(model: Model, head: Sequence, n: int, config: SearchConfig, last: bool) -> int:
-    """Tokens each of n candidates may generate; ContextFullError if not even a short step fits."""
+def step_budget(model: Model, head: Sequence, n: int, config: SearchConfig, last: bool, used: int = 0) -> int:
+    """Tokens each of n candidates may generate (after ``used`` tokens of the solution, under
+    ``max_tokens``); ContextFullError if not even a short step fits."""
     wanted = config.final_step_tokens if last else config.max_step_tokens
+    if config.max_tokens is not None:
+        wanted = max(1, min(wanted, config.max_tokens - used))
     room = (model.n_ctx - head.length) // max(n, 1) - 64  # 64: room for a verifier question
     if room < min(wanted, 16):
         raise ContextFullError(f"{model.name}: the context ({model.n_ctx} tokens) is full after {head.length}")
@@ -214,21 +222,22 @@ Rngs = np.random.Generator | list[np.random.Generator]  # one for all rows, or o
 
 def propose(model: Model, head: Sequence, n: int, config: SearchConfig, rng: Rngs,
             last: bool, temperature: float | None = None, greedy_first: bool = False,
-            stop_below: tuple[float, int] | None = None) -> tuple[list[Sequence], list[Generation]]:
+            stop_below: tuple[float, int] | None = None, used: int = 0) -> tuple[list[Sequence], list[Generation]]:
     """n candidate steps from one prefix, generated in one batch (the first one greedily
     if ``greedy_first``, the others sampled)."""
-    return propose_many(model, [head], [n], config, rng, last, temperature, greedy_first, stop_below)
+    return propose_many(model, [head], [n], config, rng, last, temperature, greedy_first, stop_below, [used])
 
 
 def propose_many(model: Model, heads: list[Sequence], counts: list[int], config: SearchConfig,
                  rng: Rngs, last: bool, temperature: float | None = None,
                  greedy_first: bool = False, stop_below: tuple[float, int] | None = None,
-                 ) -> tuple[list[Sequence], list[Generation]]:
+                 used: list[int] | None = None) -> tuple[list[Sequence], list[Generation]]:
     """counts[i] candidate steps from each of several prefixes, all in one batch per decode
     (with ``greedy_first``, each prefix's first candidate at temperature 0; with ``stop_below``,
-    early stopping by confidence, see engine/generation.py)."""
+    early stopping by confidence, see engine/generation.py). ``used[i]``: the tokens the
+    solution of prefix i holds already, for ``max_tokens``."""
     total = sum(counts)
-    budget = min(step_budget(model, h, total, config, last) for h in heads)
+    budget = min(step_budget(model, h, total, config, last, u) for h, u in zip(heads, used or [0] * len(heads)))
     sampled, greedy = sampler(config, temperature), sampler(config, 0.0)
     params = [greedy if greedy_first and i == 0 else sampled for count in counts for i in range(count)]
     kids: list[Sequence] = []
@@ -271,8 +280,8 @@ def step_by_step(tracker: "Tracker", problem: str, roles: dict[str, Model], conf
 
     Each model in ``roles`` starts a sequence with the problem's prompt (its
     "head"); ``next_step(heads, steps, last)`` makes one step and moves the
-    heads on. The loop stops at the end of the turn, at ``max_steps``, or
-    cleanly when the context is full, and frees every head."""
+    heads on. The loop stops at the end of the turn, at ``max_steps``, at
+    ``max_tokens``, or cleanly when the context is full, and frees every head."""
     steps: list[Step] = []
     heads: dict[str, Sequence] = {}
     stop_reason = "max_steps"
@@ -286,6 +295,9 @@ def step_by_step(tracker: "Tracker", problem: str, roles: dict[str, Model], conf
             if step.ends_turn:
                 stop_reason = "eos"
                 break
+            if reached_max_tokens(steps, config):
+                stop_reason = "max_tokens"
+                break
     except ContextFullError as error:
         if not steps:
             raise no_room_for_a_step(error) from None
@@ -295,6 +307,14 @@ def step_by_step(tracker: "Tracker", problem: str, roles: dict[str, Model], conf
             roles[role].release(seq)
         tracker.models.reward.reset()
     return tracker.result(steps, stop_reason)
+
+
+def solution_tokens(steps: list[Step]) -> int:
+    return sum(s.tokens for s in steps)
+
+
+def reached_max_tokens(steps: list[Step], config: SearchConfig) -> bool:
+    return config.max_tokens is not None and solution_tokens(steps) >= config.max_tokens
 
 
 def run(strategy: SearchGenerator, on_step: Callable[[Step], None] | None = None) -> SearchResult:
@@ -335,7 +355,11 @@ class Tracker:
 
     def stats(self, steps: list[Step]) -> dict:
         stats = search_stats(steps, self.models.distinct(), self.config.n, time.perf_counter() - self.t0)
-        stats["settings"] = asdict(self.config)  # a record names the settings that made it
+        # A record names the settings that made it: the search's, the reward (kind, model file,
+        # head) and the target's context.
+        identity = getattr(self.models.reward, "identity", None)
+        stats["settings"] = {**asdict(self.config), **(identity() if identity else {}),
+                             "ctx": self.models.target.n_ctx}
         reward_stats = getattr(self.models.reward, "stats", None)
         if reward_stats is not None and self._reward_before is not None:
             now = asdict(reward_stats)

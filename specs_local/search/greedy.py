@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import Models, SearchConfig, SearchGenerator, Step, Tracker, adopt, propose, step_by_step
+from .common import Models, SearchConfig, SearchGenerator, Step, Tracker, adopt, propose, solution_tokens, step_by_step
 
 
 def greedy(problem: str, models: Models, config: SearchConfig, role: str = "target") -> SearchGenerator:
@@ -11,7 +11,7 @@ def greedy(problem: str, models: Models, config: SearchConfig, role: str = "targ
     rng = np.random.default_rng(config.seed)
 
     def next_step(heads, steps, last):
-        kids, [g] = propose(model, heads[role], 1, config, rng, last, temperature=0.0)
+        kids, [g] = propose(model, heads[role], 1, config, rng, last, temperature=0.0, used=solution_tokens(steps))
         heads[role] = adopt(model, heads[role], kids, 0)
         return Step(text=g.text, source=role, **{f"{role}_logprob": g.mean_logprob}, tokens=len(g.tokens),
                     ends_turn=g.finish == "eog")

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import Models, SearchConfig, SearchGenerator, Step, Tracker, adopt, propose, step_by_step, texts
+from .common import (Models, SearchConfig, SearchGenerator, Step, Tracker, adopt, propose, solution_tokens, step_by_step,
+                     texts)
 
 
 def rsd(problem: str, models: Models, config: SearchConfig) -> SearchGenerator:
@@ -19,7 +20,8 @@ def rsd(problem: str, models: Models, config: SearchConfig) -> SearchGenerator:
     in_context = getattr(reward, "wants_contexts", False)
 
     def next_step(heads, steps, last):
-        kids_d, [g] = propose(draft, heads["draft"], 1, config, rng, last)
+        used = solution_tokens(steps)
+        kids_d, [g] = propose(draft, heads["draft"], 1, config, rng, last, used=used)
         kids_t, target_lp = target.score(heads["target"], [g.tokens]) if in_context else ([], [None])
         r = float(reward.score(problem, texts(steps), [g.text], contexts=kids_t or None)[0])
         if r >= config.rsd_delta:
@@ -33,7 +35,7 @@ def rsd(problem: str, models: Models, config: SearchConfig) -> SearchGenerator:
                         accepted=True, tokens=len(g.tokens), ends_turn=g.finish == "eog")
         draft.release_all(kids_d)
         target.release_all(kids_t)
-        kids, [gt] = propose(target, heads["target"], 1, config, rng, last)
+        kids, [gt] = propose(target, heads["target"], 1, config, rng, last, used=used)
         heads["target"] = adopt(target, heads["target"], kids, 0)
         draft.append_lazily(heads["draft"], gt.tokens, kind="prompt")
         return Step(text=gt.text, source="target", target_logprob=gt.mean_logprob, deferred=True,

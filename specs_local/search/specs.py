@@ -39,7 +39,7 @@ from ..errors import ContextFullError
 from ..sampling import softmax
 from ..selection import Candidate, choose, is_vetoed, selection_extra, solution_scores
 from .common import (Models, SearchConfig, SearchGenerator, Step, Tracker, adopt, no_room_for_a_step, propose_many,
-                     sample_rngs, start, texts)
+                     reached_max_tokens, sample_rngs, solution_tokens, start, texts)
 
 
 class Mode(Enum):
@@ -108,19 +108,21 @@ class Chain:
     heads: dict[str, Sequence]
     mode: Mode = Mode.TARGET  # SPECS starts with the target
     steps: list[Step] = field(default_factory=list)
-    end: str | None = None  # None while it runs; else "eos", "max_steps", "context_full" or "low_confidence"
+    end: str | None = None  # None while it runs; else "eos", "max_steps", "max_tokens", "context_full" or "low_confidence"
     token_scores: np.ndarray | None = None  # the target's, kept when the chain ends
 
     def candidate(self) -> Candidate:
         scores = self.token_scores if self.token_scores is not None else np.empty((0, 3))
         last = self.steps[-1].reward if self.steps else None
-        return Candidate(extract_boxed("".join(texts(self.steps))), solution_scores(scores, last),
-                         ended=self.end == "eos", vetoed=is_vetoed(texts(self.steps)),
-                         tokens=sum(s.tokens for s in self.steps), confidence=[float(c) for c in scores[:, 2]])
+        text = "".join(texts(self.steps))
+        return Candidate(extract_boxed(text), solution_scores(scores, last), ended=self.end == "eos",
+                         vetoed=is_vetoed(texts(self.steps)), tokens=solution_tokens(self.steps),
+                         confidence=[float(c) for c in scores[:, 2]], text=text)
 
 
 def specs(problem: str, models: Models, config: SearchConfig) -> SearchGenerator:
-    target, draft = models.target, models.require_draft()
+    target = models.target
+    models.require_draft()
     tracker = Tracker("specs", models, config)
     chains: list[Chain] = []
     try:
@@ -143,6 +145,8 @@ def specs(problem: str, models: Models, config: SearchConfig) -> SearchGenerator
                     yield chain.steps[-1]
                 if chain.steps[-1].ends_turn:
                     _end(chain, "eos", models)
+                elif reached_max_tokens(chain.steps, config):
+                    _end(chain, "max_tokens", models)
                 elif last:
                     _end(chain, "max_steps", models)
                 elif config.stop_confidence is not None and _unsure(chain, target, config):
@@ -217,9 +221,9 @@ def _rows(chains: list[Chain], n: int) -> list[np.random.Generator]:
 def _draft_steps(problem, models: Models, config, chains: list[Chain], last) -> dict[Chain, Step]:
     """DRAFT mode for several chains: the steps accepted (a chain whose drafts were all rejected
     is missing, its heads untouched)."""
-    target, draft, reward, n = models.target, models.draft, models.reward, config.n
+    target, draft, n = models.target, models.draft, config.n
     kids_d, gens = propose_many(draft, [c.heads["draft"] for c in chains], [n] * len(chains), config,
-                                _rows(chains, n), last)
+                                _rows(chains, n), last, used=[solution_tokens(c.steps) for c in chains])
     kids_t: list[Sequence] = []
     accepted = {}
     try:
@@ -272,7 +276,8 @@ def _target_steps(problem, models: Models, config, chains: list[Chain], last, de
         return {}
     target, draft, reward, n = models.target, models.draft, models.reward, config.n
     kids_t, gens = propose_many(target, [c.heads["target"] for c in chains], [n] * len(chains), config,
-                                _rows(chains, n), last, greedy_first=config.greedy_candidate)
+                                _rows(chains, n), last, greedy_first=config.greedy_candidate,
+                                used=[solution_tokens(c.steps) for c in chains])
     steps = {}
     try:
         for i, chain in enumerate(chains):
