@@ -20,28 +20,13 @@ import sys
 from itertools import combinations
 from pathlib import Path
 
-from specs_local.output_log import read_log
-from specs_local.report import grade, sign_test, wilson_interval
+from specs_local.report import grade, pooled_records, sign_test, wilson_interval
 
 
 def pooled(folders: list[Path], methods: list[str] | None) -> tuple[dict[str, dict[str, bool]], dict[str, dict[str, Path]]]:
     """Correctness by method and problem id (later folders win), and the folder each counted record came from."""
-    right: dict[str, dict[str, bool]] = {}
-    origin: dict[str, dict[str, Path]] = {}
-    for folder in folders:
-        for path in sorted(folder.glob("*.jsonl")):
-            method = path.stem
-            if methods is not None and method not in methods:
-                continue
-            for r in read_log(path).values():
-                solved = grade(r)
-                if solved is None:  # no gold answer: nothing to count, and nothing older counts either
-                    right.get(method, {}).pop(r["id"], None)
-                    origin.get(method, {}).pop(r["id"], None)
-                    continue
-                right.setdefault(method, {})[r["id"]] = solved
-                origin.setdefault(method, {})[r["id"]] = folder
-    return right, origin
+    records, origin = pooled_records(folders, methods)
+    return {m: {pid: grade(r) for pid, r in by_id.items()} for m, by_id in records.items()}, origin
 
 
 def sources(origin: dict[str, Path], folders: list[Path]) -> str:

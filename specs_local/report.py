@@ -138,6 +138,30 @@ def grade(record: dict) -> bool | None:
     return record["correct"] is True if "correct" in record else None
 
 
+def pooled_records(folders: Sequence[Path], methods: Sequence[str] | None = None
+                   ) -> tuple[dict[str, dict[str, dict]], dict[str, dict[str, Path]]]:
+    """The graded records of several bench folders by method and problem id, a later folder's
+    record replacing an earlier one's whatever it holds (an error too), and the folder each
+    came from. A record without a gold answer counts for nothing, and drops what it replaces."""
+    from .output_log import read_log
+
+    records: dict[str, dict[str, dict]] = {}
+    origin: dict[str, dict[str, Path]] = {}
+    for folder in folders:
+        for path in sorted(Path(folder).glob("*.jsonl")):
+            method = path.stem
+            if methods is not None and method not in methods:
+                continue
+            for r in read_log(path).values():
+                if grade(r) is None:
+                    records.get(method, {}).pop(r["id"], None)
+                    origin.get(method, {}).pop(r["id"], None)
+                    continue
+                records.setdefault(method, {})[r["id"]] = r
+                origin.setdefault(method, {})[r["id"]] = Path(folder)
+    return records, origin
+
+
 def _accuracy(records: list[dict]) -> dict:
     graded = [g for g in map(grade, records) if g is not None]
     correct = sum(graded)

@@ -80,3 +80,31 @@ def test_pool_runs_refuses_a_missing_folder_in_one_line(tmp_path):
     run = subprocess.run([sys.executable, str(ROOT / "scripts" / "pool_runs.py"), str(tmp_path / "nowhere")],
                          capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 1 and run.stderr.count("\n") == 1 and "not a folder" in run.stderr
+
+
+def _timed(pid: str, method: str, correct: bool, seconds: float) -> dict:
+    return {**_record(pid, method, correct), "stats": {"wall_seconds": seconds}}
+
+
+def test_frontier_pools_accuracy_and_takes_latency_within_each_run(tmp_path):
+    """Latency is compared within a folder only: the second run's machine is twice as slow, and
+    best-of-n still costs twice greedy's time on every problem."""
+    fast = _write_run(tmp_path / "fast", {
+        "greedy-target": [_timed("p1", "greedy-target", True, 10), _timed("p2", "greedy-target", False, 10)],
+        "best-of-n": [_timed("p1", "best-of-n", True, 20), _timed("p2", "best-of-n", True, 20)],
+        "specs": [_timed("p1", "specs", False, 40), _timed("p2", "specs", False, 40)]})
+    slow = _write_run(tmp_path / "slow", {
+        "greedy-target": [_timed("p3", "greedy-target", False, 20)],
+        "best-of-n": [_timed("p3", "best-of-n", True, 40)]})
+    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "frontier.py"), str(fast), str(slow),
+                          "--json", str(tmp_path / "f.json"), "--png", str(tmp_path / "f.png")],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    figures = json.loads((tmp_path / "f.json").read_text())
+    best = figures["methods"]["best-of-n"]
+    assert (best["solved"], best["n"], best["ratio"]) == (3, 3, 2.0)
+    assert (best["gained"], best["lost"]) == (2, 0)
+    assert figures["methods"]["specs"]["ratio"] == 4.0
+    assert figures["frontier"] == ["greedy-target", "best-of-n"]  # specs is slower and no more accurate
+    assert (tmp_path / "f.png").stat().st_size > 0
+    assert "| best-of-n | 3/3 = 100% |" in run.stdout
