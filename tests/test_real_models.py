@@ -7,6 +7,7 @@ import pytest
 
 from specs_local.chat import solution_prompt
 from specs_local.engine import Model, ModelConfig
+from specs_local.sampling import SamplerParams
 from specs_local.search import SearchConfig
 from specs_local.solver import EngineOptions, Solver
 
@@ -84,6 +85,8 @@ def test_the_small_preset_solves_with_the_probe_head_it_ships(real_pair):
     assert result.answer == "84"
     rewards = [s.reward for s in result.steps if s.reward is not None]
     assert rewards and all(0.0 < r < 1.0 for r in rewards)
+    settings = result.stats["settings"]  # the record names the head that judged it
+    assert settings["reward"] == "calculator+probe" and settings["head"].startswith("small-probe.npz sha256:")
 
 
 def test_the_shipped_head_refuses_another_target_and_says_what_to_do(real_pair, tiny_models):
@@ -96,3 +99,35 @@ def test_the_shipped_head_refuses_another_target_and_says_what_to_do(real_pair, 
     assert result.exit_code == 1
     assert "rewards with a probe head trained for its own target, not target.gguf; pass --reward-kind" in result.output
     assert result.output.count("\n") == 1 and "Traceback" not in result.output
+
+
+def test_the_default_load_never_uses_the_amx_layout_and_doctor_checks_the_pair(real_pair, tmp_path):
+    """On an Intel CPU with AMX, llama.cpp's AMX weight buffer segfaults on the first decode: the
+    default layout leaves it out (and keeps CPU_REPACK where the build has it). On other CPUs the
+    build offers no AMX, and the same holds trivially. Then `doctor` decodes each file in a child."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from specs_local.engine import repack
+
+    offered = repack.extra_buffer_types() or ()
+    target = Model(real_pair["target"], CONFIG)
+    try:
+        assert "AMX" not in target.weight_buffers
+        assert ("CPU_REPACK" in target.weight_buffers) == ("CPU_REPACK" in offered and
+                                                          repack.plan_for("auto").use_extra)
+        seq = target.new_sequence(target.tokenize(solution_prompt(target, "What is 12 times 7?"), add_special=True))
+        [gen] = target.generate([seq], SamplerParams(0.0), np.random.default_rng(0), max_tokens=8,
+                                stop_at_delimiter=False)
+        assert gen.text.strip()
+    finally:
+        target.close()
+    done = subprocess.run([sys.executable, "-m", "specs_local", "doctor", "--json"], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    assert [m["role"] for m in report["models"]] == ["draft", "target"]
+    assert all(m["sha256_matches"] and m["decode"][0]["ok"] and "AMX" not in m["decode"][0]["weight_buffers"]
+               for m in report["models"])
