@@ -121,7 +121,6 @@ class Chain:
 
 
 def specs(problem: str, models: Models, config: SearchConfig) -> SearchGenerator:
-    target = models.target
     models.require_draft()
     tracker = Tracker("specs", models, config)
     chains: list[Chain] = []
@@ -149,7 +148,7 @@ def specs(problem: str, models: Models, config: SearchConfig) -> SearchGenerator
                     _end(chain, "max_tokens", models)
                 elif last:
                     _end(chain, "max_steps", models)
-                elif config.stop_confidence is not None and _unsure(chain, target, config):
+                elif config.stop_confidence is not None and _unsure(chain, config):
                     _end(chain, "low_confidence", models)
     finally:
         for chain in chains:
@@ -160,12 +159,11 @@ def specs(problem: str, models: Models, config: SearchConfig) -> SearchGenerator
     chosen = choose(candidates, config.select, veto=config.veto) if len(chains) > 1 else 0
     if config.k > 1:
         yield from chains[chosen].steps
-    end = chains[chosen].end if chains else "eos"
-    extra = selection_extra(candidates, config.select, chosen, config.veto) if chains else {}
+    extra = selection_extra(candidates, config.select, chosen, config.veto)
     if len(chains) > 1:
         extra["chains"] = [{"end": c.end, "steps": len(c.steps), "steps_draft": sum(s.source == "draft" for s in c.steps)}
                            for c in chains]
-    return tracker.result(chains[chosen].steps if chains else [], end, extra=extra)
+    return tracker.result(chains[chosen].steps, chains[chosen].end, extra=extra)
 
 
 def _start_chains(problem: str, models: Models, config: SearchConfig) -> list[Chain]:
@@ -194,7 +192,7 @@ def _end(chain: Chain, why: str, models: Models) -> None:
     draft.release(chain.heads["draft"])
 
 
-def _unsure(chain: Chain, target, config: SearchConfig) -> bool:
+def _unsure(chain: Chain, config: SearchConfig) -> bool:
     """Whether the target's confidence over the chain's last ``window`` tokens is below the bar."""
     head = chain.heads["target"]
     recent = [head.confidence[p] for p in sorted(head.confidence)[-config.window:]]
@@ -234,17 +232,16 @@ def _draft_steps(problem, models: Models, config, chains: list[Chain], last) -> 
             step = _verify(problem, models, config, chain, gens[part], kids_t[part], kids_d[part], target_lp[part])
             if step is not None:
                 accepted[chain] = step
-    except BaseException:
-        target.release_all(kids_t)
-        draft.release_all(kids_d)
+    except BaseException:  # the chains' heads are among the kids once adopted: their ends release them
+        target.release_all([k for k in kids_t if all(k is not c.heads["target"] for c in chains)])
+        draft.release_all([k for k in kids_d if all(k is not c.heads["draft"] for c in chains)])
         raise
-    target.release_all([k for k in kids_t if all(k is not c.heads["target"] for c in chains)])
-    draft.release_all([k for k in kids_d if all(k is not c.heads["draft"] for c in chains)])
     return accepted
 
 
 def _verify(problem, models: Models, config, chain: Chain, gens, kids_t, kids_d, target_lp) -> Step | None:
-    """Soft verification of one chain's drafts; the accepted step (its heads moved on), or None."""
+    """Soft verification of one chain's drafts: the accepted step (its heads moved on to it), or
+    None (its heads untouched); either way the other candidates are freed."""
     target_means = [float(np.mean(lp)) for lp in target_lp]
     draft_means = [g.mean_logprob for g in gens]
     candidate_texts = [g.text for g in gens]
@@ -252,21 +249,17 @@ def _verify(problem, models: Models, config, chain: Chain, gens, kids_t, kids_d,
     scores = soft_scores(target_means, draft_means, rewards, config.beta)
     chosen = select_candidate(candidate_texts, scores, config.tau_reject, config.temperature, chain.rng)
     if chosen is None:
+        models.target.release_all(kids_t)
+        models.draft.release_all(kids_d)
         return None
-    chain.heads["target"] = _keep(models.target, chain.heads["target"], kids_t[chosen])
-    chain.heads["draft"] = _keep(models.draft, chain.heads["draft"], kids_d[chosen])
+    chain.heads["target"] = adopt(models.target, chain.heads["target"], kids_t, chosen)
+    chain.heads["draft"] = adopt(models.draft, chain.heads["draft"], kids_d, chosen)
     g = gens[chosen]
     return Step(
         text=g.text, source="draft", reward=float(rewards[chosen]), draft_logprob=draft_means[chosen],
         target_logprob=target_means[chosen], score=float(scores[chosen]), accepted=True,
         candidates=len(gens), tokens=len(g.tokens), ends_turn=g.finish == "eog",
     )
-
-
-def _keep(model, old_head: Sequence, kid: Sequence) -> Sequence:
-    """The chosen child becomes the head; the old head goes (the other children are freed by the caller)."""
-    model.release(old_head)
-    return kid
 
 
 def _target_steps(problem, models: Models, config, chains: list[Chain], last, deferred: dict) -> dict[Chain, Step]:
