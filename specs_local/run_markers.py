@@ -1,4 +1,5 @@
-"""A hint on the next start after a command died without exiting.
+"""What a run leaves behind for a crash it cannot report itself: faulthandler's traceback, and a
+hint on the next start after a command died without exiting.
 
 A native crash inside llama.cpp (a segfault) kills the process before Python can say anything
 useful; faulthandler prints where it died, but not what to do. So each command that loads
@@ -9,11 +10,20 @@ one line, naming ``specs-local doctor`` and ``--cpu-repack off``, and removes it
 from __future__ import annotations
 
 import atexit
+import faulthandler
 import json
 import os
 import sys
 import time
 from pathlib import Path
+
+
+def enable_faulthandler() -> None:
+    """On a native crash (a segfault in llama.cpp), print where Python was before the process dies."""
+    try:
+        faulthandler.enable(file=sys.__stderr__, all_threads=True)
+    except (AttributeError, OSError, RuntimeError, ValueError):  # no real stderr (embedded, a test runner)
+        pass
 
 
 def marker_folder() -> Path:

@@ -45,6 +45,7 @@ from .chat import solution_prompt
 from .errors import Cancelled, PromptTooLongError, SettingError, SpecsError
 from .search import ALIASES, STRATEGIES, SearchConfig, SearchResult, Step
 from .search.common import BEAM_ANSWERS
+from .run_markers import enable_faulthandler
 from .selection import RULES
 from .slots import sequences_needed
 from .solver import Solver
@@ -690,6 +691,7 @@ class Server(uvicorn.Server):
 
 def serve(solver: Solver, *, preset: str, host: str, port: int, api_key: str | None, max_queue: int,
           allowed_hosts: tuple[str, ...] = (), allowed_origins: tuple[str, ...] = ()) -> None:
+    enable_faulthandler()  # a segfault in llama.cpp ends the process: say where it was
     app = create_app(solver, preset=preset, api_key=api_key, max_queue=max_queue,
                      access=Access.of(host, allowed_hosts, allowed_origins))
     config = uvicorn.Config(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=10)

@@ -12,7 +12,6 @@ with the flag's name as key: ``n = 8``, ``tau-reject = 6.0``, ``method = "beam"`
 """
 from __future__ import annotations
 
-import faulthandler
 import functools
 import os
 import sys
@@ -22,6 +21,7 @@ import click
 
 from ..errors import SpecsError
 from ..presets import REWARD_KINDS
+from ..run_markers import enable_faulthandler
 from ..selection import RULES
 
 try:
@@ -84,14 +84,6 @@ def main(ctx: click.Context, config_path: Path | None) -> None:
     values = read_config(config_path or default_config_path(), explicit=config_path is not None)
     ctx.default_map = {name: values for name in COMMANDS_WITH_SEARCH_FLAGS}
     ctx.default_map["value"] = {"collect": values}
-
-
-def enable_faulthandler() -> None:
-    """On a native crash (a segfault in llama.cpp), print where Python was before the process dies."""
-    try:
-        faulthandler.enable(file=sys.__stderr__, all_threads=True)
-    except (AttributeError, OSError, RuntimeError, ValueError):  # no real stderr (embedded, a test runner)
-        pass
 
 
 def search_options(func):
