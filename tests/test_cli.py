@@ -101,6 +101,17 @@ def test_the_cli_spells_the_methods_and_beam_answers_the_searches_have():
     from specs_local.search.common import BEAM_ANSWERS
 
     assert sorted(cli.METHODS) == sorted({*STRATEGIES, *ALIASES}) and cli.BEAM_ANSWERS == BEAM_ANSWERS
+    from specs_local.engine.repack import MODES
+
+    assert cli.CPU_REPACK_MODES == MODES
+
+
+def test_solve_says_how_it_chose_among_whole_solutions(models_args):
+    result = run(["solve", "What is 12 times 7?", *models_args, *FAST, "--method", "best-of-n", "--n", "3",
+                  "--select", "majority"])
+    assert result.exit_code == 0, result.output
+    line = next(line for line in result.output.splitlines() if line.startswith("chosen by "))
+    assert line.startswith("chosen by majority from 3 solutions: ")
 
 
 def test_the_workers_help_says_what_the_default_makes():

@@ -44,6 +44,21 @@ def stats_line(result, speculation: str | None = None) -> str:
     return " | ".join(parts)
 
 
+def choice_line(result) -> str | None:
+    """How the answer was chosen among whole solutions, where it was: e.g.
+    "chosen by logprob from 4 solutions: 18 (x3), 20 (vetoed)"."""
+    extra = result.extra
+    if len(extra.get("candidates", [])) < 2:
+        return None
+    tally: dict[str, list[int]] = {}
+    for c in extra["candidates"]:
+        key = f"{c['answer'] if c['answer'] is not None else 'none'}" + (" (vetoed)" if c["vetoed"] else "") + \
+              ("" if c["ended"] else " (unfinished)")
+        tally.setdefault(key, []).append(1)
+    answers = ", ".join(f"{key} (x{len(n)})" if len(n) > 1 else key for key, n in tally.items())
+    return f"chosen by {extra['select']} from {len(extra['candidates'])} solutions: {answers}"
+
+
 def speculation_line(solver, opts) -> str | None:
     """The cost model's verdict for this machine, where `specs-local profile` has measured it."""
     from ..costmodel import find_profile, speculation_note
@@ -92,4 +107,6 @@ def solve(problem, file, as_json, **opts):
         click.echo(f"Stopped at --max-steps ({len(result.steps)} steps) before the solution ended.", err=True)
     answer = result.answer if result.answer is not None else "(no \\boxed{} answer)"
     click.echo(click.style(f"Answer: {answer}", bold=True))
+    if chosen := choice_line(result):
+        click.echo(chosen)
     click.echo(stats_line(result, speculation_line(solver, opts)))
