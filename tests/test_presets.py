@@ -421,7 +421,7 @@ def test_cli_list_shows_where_each_file_comes_from(home, fake, no_hub):
 
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    fake_at = lines.index("fake: test preset")
+    fake_at = lines.index("fake: test preset; method specs")
     assert lines[fake_at + 1].split()[:2] == ["draft", "bundle"]
     assert lines[fake_at + 2].split()[:3] == ["target", "download", "tester/fake-target-GGUF/target.gguf@0123abcd"]
     assert lines[fake_at + 3].split() == ["reward", "same", "file", "as", "target", "(self)"]
@@ -440,7 +440,7 @@ def test_cli_pull_then_path_then_list(home, fake, hub):
     assert (path.exit_code, path.stdout) == (0, f"{draft}\n")
 
     listed = runner.invoke(models, ["list"]).stdout.splitlines()
-    fake_at = listed.index("fake: test preset")
+    fake_at = listed.index("fake: test preset; method specs")
     assert listed[fake_at + 1].split() == ["draft", "cached", str(draft)]
 
 
