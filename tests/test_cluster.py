@@ -24,7 +24,7 @@ from specs_local.cluster import (ClusterOptions, WorkerPool, check_room, cluster
                                  worker_options)
 from specs_local.errors import SpecsError
 from specs_local.problems import Problem, read_problems
-from specs_local.solver_options import SEARCH_KEYS
+from specs_local.solver_options import SEARCH_KEYS, method_of
 from test_batch import read_records, write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
@@ -208,11 +208,12 @@ def test_a_problem_that_raises_in_a_collect_worker_is_told_and_left_for_a_rerun(
 def test_a_killed_worker_hands_its_problems_to_the_other(address, local_run, models_args, tmp_path):
     data, local = local_run
     output = tmp_path / "out.jsonl"
-    pool = WorkerPool(ray, search_opts(data, models_args), ClusterOptions(workers=2, threads=1))
+    opts = search_opts(data, models_args)
+    pool = WorkerPool(ray, opts, ClusterOptions(workers=2, threads=1))
     notes = []
 
-    def kill_one_at_the_third_record(todo, note):
-        records = cluster_records([(p, "specs") for p in todo], pool, note=notes.append)
+    def kill_one_at_the_third_record(todo, note):  # the method batch ran locally: the preset's
+        records = cluster_records([(p, method_of(opts)) for p in todo], pool, note=notes.append)
         for done, record in enumerate(records, start=1):
             if done == 3:  # a worker that has problems in hand
                 ray.kill(pool.actors[min(worker for worker, _ in pool.running.values())])

@@ -161,7 +161,7 @@ def test_a_completion_carries_the_solution_usage_and_the_search(server):
     assert 50 < response.usage.prompt_tokens < 2048
     assert response.usage.total_tokens == response.usage.prompt_tokens + response.usage.completion_tokens
     assert {"wall_seconds", "steps", "steps_draft", "deferrals", "models"} <= set(specs["stats"])
-    assert specs["method"] == "specs" and specs["stats"]["n"] == 2 and "answer" in specs
+    assert specs["method"] == "best-of-n" and specs["stats"]["n"] == 2 and "answer" in specs  # the preset's method
 
 
 def test_the_server_gives_what_solve_json_gives_for_the_same_seed(server, tiny_models):
@@ -207,7 +207,7 @@ def test_extra_body_sets_the_search_parameters(server):
     sources = [s["source"] for s in drafty.specs["steps"]]
     assert sources[0] == "target" and "draft" in sources[1:], sources
     default = client.chat.completions.create(model="target", messages=user("What is 2 + 2?"))
-    assert default.specs["method"] == "specs" and default.specs["stats"]["n"] == 2  # per request, not sticky
+    assert default.specs["method"] == "best-of-n" and default.specs["stats"]["n"] == 2  # per request, not sticky
 
 
 def test_seed_and_temperature_are_per_request(server):
