@@ -13,6 +13,7 @@ import atexit
 import faulthandler
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -83,3 +84,14 @@ def mark_running(command: str, folder: Path | None = None) -> str | None:
         return message
     atexit.register(path.unlink, missing_ok=True)
     return message
+
+
+def exit_on_sigterm() -> None:
+    """A polite kill (SIGTERM, what `kill` and `pkill` send) exits through Python, so that the run's
+    marker goes and the next start does not call it a crash. Only where nothing else handles it."""
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _exit_143)
+
+
+def _exit_143(signum, frame) -> None:
+    raise SystemExit(128 + signal.SIGTERM)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -94,6 +95,26 @@ def test_a_crash_prints_where_and_the_next_start_says_what_to_try(tmp_path, tiny
     again = run_cli(["solve", "--target", str(tmp_path / "missing.gguf"), "x"], env)
     assert "note:" not in again.stderr  # told once; and a run that exits cleanly leaves no marker
     assert list((tmp_path / "running").glob("*.json")) == []
+
+
+SLOW_SOLVE = """import sys, time
+import specs_local.cli as cli
+solve = sys.modules["specs_local.cli.solve"]
+solve.build_solver = lambda *args, **kwargs: (print("loading", flush=True), time.sleep(60))
+cli.main(["solve", "What is 12 times 7?"])
+"""
+
+
+def test_a_polite_kill_is_not_reported_as_a_crash(tmp_path):
+    env = cli_env(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_SOLVE], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    assert proc.stdout.readline() == "loading\n"
+    assert len(list((tmp_path / "running").glob("*.json"))) == 1
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 143
+    assert list((tmp_path / "running").glob("*.json")) == []  # the next start has nothing to say
+    proc.stdout.close(), proc.stderr.close()
 
 
 def test_markers_of_live_runs_are_left_alone(tmp_path):

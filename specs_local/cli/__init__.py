@@ -77,10 +77,11 @@ def main(ctx: click.Context, config_path: Path | None) -> None:
     Something wrong (a crash, no answer)? `specs-local doctor` checks this machine."""
     enable_faulthandler()
     if ctx.invoked_subcommand in COMMANDS_THAT_LOAD:
-        from ..run_markers import mark_running
+        from ..run_markers import exit_on_sigterm, mark_running
 
         if message := mark_running(ctx.invoked_subcommand):
             click.echo(message, err=True)
+        exit_on_sigterm()
     values = read_config(config_path or default_config_path(), explicit=config_path is not None)
     ctx.default_map = {name: values for name in COMMANDS_WITH_SEARCH_FLAGS}
     ctx.default_map["value"] = {"collect": values}
