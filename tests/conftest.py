@@ -80,12 +80,10 @@ def open_tiny(tiny_models):
 def _own_run_markers(tmp_path_factory):
     """CLI commands run in this process leave their run markers in a folder of the session's, so that
     a run of the user's that died earlier does not put its hint in front of a test's output."""
-    from specs_local import run_markers
-
     folder = tmp_path_factory.mktemp("running")
-    original, run_markers.marker_folder = run_markers.marker_folder, lambda: folder
-    yield
-    run_markers.marker_folder = original
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("specs_local.run_markers.marker_folder", lambda: folder)
+        yield
 
 
 @pytest.fixture(autouse=True)
