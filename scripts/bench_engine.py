@@ -19,7 +19,8 @@ import numpy as np
 
 import llama_cpp as llama
 from specs_local.engine import Model, ModelConfig
-from specs_local.profiling import CHAT_PROMPT, SAMPLE_TEXT, machine_name, prefill_rate
+from specs_local.machine import machine_name
+from specs_local.profiling import CHAT_PROMPT, SAMPLE_TEXT, prefill_rate
 from specs_local.sampling import SamplerParams
 
 BATCHES = (1, 2, 4, 8)

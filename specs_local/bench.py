@@ -226,7 +226,7 @@ def report(records_by_method: dict[str, list[dict]], out_dir: Path, *, command: 
     ``other_profiles`` (measured elsewhere, e.g. on a GPU) add the ratios against
     ``baseline`` (default_baseline) the cost model predicts there from these runs' steps."""
     from .costmodel import predict_latencies, predict_ratio_on, priced_by_shape, speculation_ratio
-    from .profiling import machine_name
+    from .machine import machine_name
     from .report import (finished_records, git_revision, revisions_that_ran, settings_that_ran, summarize_methods,
                          write_report)
 

@@ -49,6 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import SpecsError
+from .machine import machine_name
 from .report import finished_records, paired_values
 
 
@@ -203,8 +204,6 @@ def find_profile(model_files, threads: int | None, n_gpu_layers: int, machine: s
     """The cached profile of every given model on this machine (or ``machine``), or None
     unless every one has been profiled with these thread, GPU and weight-layout settings."""
     if machine is None:
-        from .profiling import machine_name
-
         machine = machine_name()
     models = {}
     for model_file in model_files:

@@ -77,17 +77,10 @@ def check_decode(path: Path, mode: str, threads: int | None = None, *, timeout: 
 
 def cpu_info(cpuinfo: str | Path = "/proc/cpuinfo") -> dict:
     from .engine.repack import AMX_CPU_FLAGS, read_cpu_flags
+    from .machine import cpu_model
 
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path(cpuinfo).read_text(errors="replace").splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     flags = read_cpu_flags(cpuinfo)
-    return {"model": model, "cores": os.cpu_count(), "amx_flags": sorted(flags & AMX_CPU_FLAGS)}
+    return {"model": cpu_model(cpuinfo), "cores": os.cpu_count(), "amx_flags": sorted(flags & AMX_CPU_FLAGS)}
 
 
 def model_files(preset: str | None, extra: list[str]) -> tuple[list[dict], list[str]]:

@@ -4,10 +4,10 @@ tokens/s, through the engine, and what reading a deep KV cache adds per row.
 spent inside llama_decode, as the engine records them in a search."""
 from __future__ import annotations
 
-import platform
 import statistics
 
 from .engine import Model, ModelConfig, Sequence
+from .machine import machine_name
 
 SAMPLE_TEXT = "Janet's ducks lay 16 eggs per day. She eats three for breakfast every morning and bakes muffins. "
 CHAT_PROMPT = "<|im_start|>user\nWhat is 12 times 7?<|im_end|>\n<|im_start|>assistant\n"
@@ -114,12 +114,6 @@ def measure_model(model: Model, batches=(1, 2, 4, 8, 16), *, prefill_sizes=(32, 
             "decode_tps": {k: round(v, 2) for k, v in decode.items()},
             "decode_row_seconds_by_depth": decode_by_depth,
             "prefill_row_seconds_by_depth": prefill_by_depth}
-
-
-def machine_name() -> str:
-    import os
-
-    return f"{platform.node()} {platform.machine()} {os.cpu_count()} cores"
 
 
 def profile_models(paths, *, threads: int | None = None, n_gpu_layers: int = 0, cpu_repack: str = "auto",

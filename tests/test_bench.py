@@ -25,7 +25,7 @@ def test_methods_rotate_from_problem_to_problem():
 def test_bench_on_tiny_models_writes_every_report_field(tiny_models, data_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("SPECS_LOCAL_HOME", str(tmp_path / "home"))
     # A stored profile of these two files on this machine turns on the cost-model columns.
-    from specs_local.profiling import machine_name
+    from specs_local.machine import machine_name
 
     figures = {"prefill_tps": 2000.0, "decode_tps": {"1": 400.0, "2": 700.0, "4": 1000.0, "8": 1200.0, "16": 1300.0}}
     store_profile({"machine": machine_name(), "threads": 1, "n_gpu_layers": 0,

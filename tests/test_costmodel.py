@@ -312,7 +312,7 @@ def test_store_and_find_profile_by_machine_file_threads_and_gpu_layers(tmp_path,
 
 
 def test_find_profile_defaults_to_this_machine(tmp_path, monkeypatch):
-    from specs_local.profiling import machine_name
+    from specs_local.machine import machine_name
 
     monkeypatch.setenv("SPECS_LOCAL_HOME", str(tmp_path))
     store_profile({**CPU, "machine": machine_name()})

@@ -28,6 +28,18 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
     assert read_cpu_flags(tmp_path / "missing") == frozenset()
 
 
+def test_a_vm_moved_to_another_cpu_is_another_machine(tmp_path):
+    """The host name stays when a VM starts on another CPU; a profile of one must not price the other."""
+    from specs_local.costmodel import profile_key
+    from specs_local.machine import machine_name
+
+    (tmp_path / "intel").write_text(AMX_CPUINFO)
+    (tmp_path / "amd").write_text(EPYC_CPUINFO)
+    intel, amd = machine_name(tmp_path / "intel"), machine_name(tmp_path / "amd")
+    assert intel.endswith("Intel(R) Xeon(R) Processor") and amd.endswith("AMD EPYC 7B13")
+    assert profile_key(intel, "m.gguf", None, 0) != profile_key(amd, "m.gguf", None, 0)
+
+
 def test_auto_never_uses_amx_on_an_amx_cpu(tmp_path):
     (tmp_path / "cpuinfo").write_text(AMX_CPUINFO)
     flags = read_cpu_flags(tmp_path / "cpuinfo")

@@ -170,7 +170,7 @@ def command_line(opts: dict) -> str:
 
 
 def report(table: str, opts: dict, counts: dict[str, int], models: list[str]) -> str:
-    from ..profiling import machine_name  # deferred: it loads the engine
+    from ..machine import machine_name
 
     pairs = ", ".join(f"{n} {source}" for source, n in counts.items())
     lines = ["# Reward quality: correct steps against their wrong twins", "", table, "",

@@ -1,0 +1,24 @@
+"""Which machine this is, in the words profiles and records carry (read without loading llama.cpp)."""
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+
+def cpu_model(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> str:
+    """The CPU's model name from Linux's cpuinfo; elsewhere what ``platform`` knows."""
+    try:
+        for line in Path(cpuinfo).read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_name(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> str:
+    """Host, architecture, cores and CPU model. The model is in it because a VM keeps its host
+    name when it is started on another CPU, and a profile of one CPU must not price runs on another."""
+    return f"{platform.node()} {platform.machine()} {os.cpu_count()} cores, {cpu_model(cpuinfo)}"
