@@ -2,7 +2,7 @@
 """Every solution-level rule, recomputed from the records of one run, without rerunning it.
 
     python scripts/selection_rules.py runs/train/best-of-n@n=4.jsonl [more.jsonl ...] [--json OUT]
-        [--stop-window 32] [--stop-percentiles 5,10,20,30]
+        [--stop-window 32] [--stop-percentiles 5,10,20,30] [--first K]
 
 Each record of a method that chooses among whole solutions (best-of-n, SPECS with k chains,
 beam with --beam-answer select) keeps every candidate's answer and scores (`selection`, or
@@ -18,6 +18,10 @@ its tokens after that point are rows saved, and it leaves the choice as an unfin
 Each sample draws from its own random stream, so a stopped sample leaves the others as they
 were: the replay is what the run with that bar would have done, save for the small changes a
 smaller batch can make to llama.cpp's arithmetic.
+
+For the same reason ``--first K`` keeps each record's first K candidates only: from best-of-n at
+n = 4 it replays best-of-n at n = K (sample i draws from the same stream whatever n is), which
+compares it with SPECS at k = K chains without another run.
 """
 from __future__ import annotations
 
@@ -42,14 +46,17 @@ def selection_of(record: dict) -> dict | None:
     return record.get("selection") or (record.get("trace", {}).get("extra") if "trace" in record else None)
 
 
-def load(paths: list[Path]) -> list[dict]:
-    """Finished records that carry a choice among candidates, with a gold answer."""
+def load(paths: list[Path], first: int | None = None) -> list[dict]:
+    """Finished records that carry a choice among candidates, with a gold answer (only the
+    first ``first`` candidates of each, when given)."""
     records = []
     for path in paths:
         for record in read_log(path).values():
             chosen = selection_of(record)
             if "error" not in record and record.get("gold") is not None and chosen and chosen.get("candidates"):
                 full = record.get("trace", {}).get("extra") or chosen  # the traced copy has the confidences
+                if first is not None:
+                    full = {**full, "candidates": full["candidates"][:first]}
                 records.append({"id": record["id"], "gold": record["gold"], "selection": full,
                                 "correct": bool(record.get("correct"))})
     return records
@@ -98,15 +105,20 @@ def main(argv=None) -> int:
     parser.add_argument("--stop-window", type=int, default=32, help="tokens of the confidence window replayed")
     parser.add_argument("--stop-percentiles", default="5,10,20,30,40",
                         help="bars to replay: percentiles of the candidates' lowest windowed confidence")
+    parser.add_argument("--first", type=int, default=None, metavar="K",
+                        help="keep each record's first K candidates (best-of-n at n = K, from a run at a larger n)")
     args = parser.parse_args(argv)
-    records = load(args.logs)
+    if args.first is not None and args.first < 1:
+        parser.error("--first must be at least 1")
+    records = load(args.logs, args.first)
     if not records:
         print("no records with candidates and a gold answer", file=sys.stderr)
         return 1
     grade_candidates(records)
     n = len(records)
-    out = {"logs": [str(p) for p in args.logs], "problems": n}
-    mismatches = [r["id"] for r in records if r["selection"]["select"] in RULES and
+    out = {"logs": [str(p) for p in args.logs], "problems": n, "first": args.first}
+    # With fewer candidates than the run had, its own choice is not comparable.
+    mismatches = [r["id"] for r in records if args.first is None and r["selection"]["select"] in RULES and
                   choose([from_record(c) for c in r["selection"]["candidates"]], r["selection"]["select"],
                          veto=r["selection"]["veto"]) != r["selection"]["chosen"]]
     one_sample = sum(np.mean(r["right"]) for r in records)
@@ -114,8 +126,9 @@ def main(argv=None) -> int:
     majority_size = np.mean([len({normalize_answer(c["answer"]) for c in r["selection"]["candidates"]}) for r in records])
     table = rule_table(records)
     print(f"{n} problems, {np.mean([len(r['right']) for r in records]):.1f} candidates each "
-          f"({majority_size:.1f} distinct answers); the run's own choice: {sum(r['correct'] for r in records)} solved; "
-          f"recomputed choices that differ from the recorded ones: {len(mismatches)} {mismatches[:5]}")
+          f"({majority_size:.1f} distinct answers); the run's own choice: {sum(r['correct'] for r in records)} solved; " +
+          (f"recomputed choices that differ from the recorded ones: {len(mismatches)} {mismatches[:5]}"
+           if args.first is None else f"its first {args.first} candidates only, so not checked against it"))
     print(f"one sample (mean over candidates): {one_sample:.1f}; any candidate right (oracle): {oracle}")
     print("| rule | solved | 95% interval | gained / lost against `logprob` (sign test p) |")
     print("|---|---|---|---|")
@@ -133,10 +146,13 @@ def main(argv=None) -> int:
               f"+{gained} / -{lost} (p {figures['p']:.2f}) |")
     out.update(mismatches=mismatches, one_sample=one_sample, oracle=oracle, rules=table)
 
-    traced = [r for r in records if all("confidence" in c for c in r["selection"]["candidates"])]
-    if traced and len(traced) == n:
-        lows = [min(np.convolve(c["confidence"], np.ones(args.stop_window), mode="valid") / args.stop_window)
-                for r in records for c in r["selection"]["candidates"] if len(c["confidence"]) >= args.stop_window]
+    traced = all("confidence" in c for r in records for c in r["selection"]["candidates"])
+    lows = [min(np.convolve(c["confidence"], np.ones(args.stop_window), mode="valid") / args.stop_window)
+            for r in records for c in r["selection"]["candidates"]
+            if traced and len(c["confidence"]) >= args.stop_window]
+    if traced and not lows:
+        print(f"\nEarly stopping not replayed: no candidate is as long as the {args.stop_window}-token window")
+    elif traced:
         total = sum(len(c["confidence"]) for r in records for c in r["selection"]["candidates"])
         out["early_stopping"] = {"window": args.stop_window, "total_rows": total, "bars": []}
         print(f"\nEarly stopping replayed (window {args.stop_window} tokens; {total} target rows decoded without it):")

@@ -199,3 +199,11 @@ def test_the_rules_script_recomputes_a_runs_choices_and_replays_early_stopping(t
     bars = figures["early_stopping"]["bars"]
     assert bars and all(0 <= b["rows_saved"] <= figures["early_stopping"]["total_rows"] for b in bars)
     assert bars[-1]["stopped"] >= bars[0]["stopped"]  # a higher bar stops more
+
+    # The first candidate alone: every rule must give it, so each solves what one sample did.
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "selection_rules.py"), str(log), "--first", "1",
+                           "--json", str(tmp_path / "first.json")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    first = json.loads((tmp_path / "first.json").read_text())
+    assert first["first"] == 1 and first["oracle"] == first["one_sample"] <= figures["oracle"]
+    assert {rule["solved"] for rule in first["rules"].values()} == {first["oracle"]}
