@@ -93,5 +93,16 @@ def exit_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, _exit_143)
 
 
+_terminating = False
+
+
+def terminating() -> bool:
+    """Whether a polite kill has arrived. Its SystemExit can be swallowed where it lands (inside a
+    ctypes callback of llama.cpp's) and come out as another error; this tells the two apart."""
+    return _terminating
+
+
 def _exit_143(signum, frame) -> None:
+    global _terminating
+    _terminating = True
     raise SystemExit(128 + signal.SIGTERM)

@@ -164,6 +164,20 @@ def test_solve_error_becomes_an_error_record_and_the_batch_goes_on(tmp_path):
     assert (summary.errors, summary.graded, summary.correct) == (1, 2, 1)
 
 
+def test_an_error_while_a_polite_kill_lands_is_the_kills_and_leaves_no_record(tmp_path, monkeypatch):
+    """A SIGTERM's SystemExit can be swallowed inside a llama.cpp callback and come out as a
+    SpecsError (a killed bench once wrote "no graph node" as a problem's result); a rerun must solve it."""
+    from specs_local import run_markers
+
+    source = write_jsonl(tmp_path / "in.jsonl", [{"id": "b", "problem": "What is 1 + 1?", "answer": "2"},
+                                                 {"id": "a", "problem": "Prove Fermat.", "answer": "1"}])
+    monkeypatch.setattr(run_markers, "_terminating", True)
+    with pytest.raises(SystemExit) as stopped:
+        batch(read_problems(source), tmp_path / "out.jsonl")
+    assert stopped.value.code == 143
+    assert [r["id"] for r in read_records(tmp_path / "out.jsonl")] == ["b"]  # done work kept, no error record
+
+
 def test_duplicate_ids_are_refused_up_front(tmp_path):
     source = write_jsonl(
         tmp_path / "in.jsonl",
