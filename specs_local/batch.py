@@ -25,7 +25,7 @@ from specs_local.answers import grade
 from specs_local.errors import SpecsError
 from specs_local.output_log import OutputLog, Record, record_id
 from specs_local.problems import Problem
-from specs_local.run_markers import terminating
+from specs_local.run_markers import TERMINATED, terminating
 from specs_local.selection import selection_summary
 
 Solve = Callable[[str], Record]
@@ -69,7 +69,7 @@ def solve_record(problem: Problem, solve: Solve, *, method: str, trace: bool = F
         result = solve(problem.text)
     except SpecsError as error:
         if terminating():  # the kill's doing, not the problem's: no record, so a rerun solves it
-            raise SystemExit(143) from None
+            raise SystemExit(TERMINATED) from None
         return error_record(problem, method, str(error))
     return result_record(problem, result, method, trace)
 

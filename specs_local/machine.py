@@ -6,16 +6,22 @@ import platform
 from pathlib import Path
 
 
+def cpuinfo_value(keys: tuple[str, ...], cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> str | None:
+    """The first non-empty value of any of ``keys`` in Linux's cpuinfo; None without one (or the file)."""
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in keys and value.strip():
+            return value.strip()
+    return None
+
+
 def cpu_model(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> str:
     """The CPU's model name from Linux's cpuinfo; elsewhere what ``platform`` knows."""
-    try:
-        for line in Path(cpuinfo).read_text(errors="replace").splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and value.strip():
-                return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return cpuinfo_value(("model name",), cpuinfo) or platform.processor() or platform.machine()
 
 
 def machine_name(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> str:

@@ -86,6 +86,9 @@ def mark_running(command: str, folder: Path | None = None) -> str | None:
     return message
 
 
+TERMINATED = 128 + signal.SIGTERM  # the exit status of a polite kill, as a shell reports it
+
+
 def exit_on_sigterm() -> None:
     """A polite kill (SIGTERM, what `kill` and `pkill` send) exits through Python, so that the run's
     marker goes and the next start does not call it a crash. Only where nothing else handles it."""
@@ -105,4 +108,4 @@ def terminating() -> bool:
 def _exit_143(signum, frame) -> None:
     global _terminating
     _terminating = True
-    raise SystemExit(128 + signal.SIGTERM)
+    raise SystemExit(TERMINATED)

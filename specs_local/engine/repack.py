@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import SpecsError
+from ..machine import cpuinfo_value
 
 MODES = ("auto", "on", "no-amx", "off")
 AMX = "AMX"
@@ -58,15 +59,7 @@ class RepackPlan:
 
 def read_cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str]:
     """The CPU's feature flags as Linux names them; empty where there is no such file."""
-    try:
-        text = Path(cpuinfo).read_text(errors="replace")
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return frozenset(value.split())
-    return frozenset()
+    return frozenset((cpuinfo_value(("flags", "Features"), cpuinfo) or "").split())
 
 
 def plan_repack(mode: str, cpu_flags: frozenset[str] | set[str], extra_types: tuple[str, ...] | None) -> RepackPlan:
