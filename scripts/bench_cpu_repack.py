@@ -30,8 +30,9 @@ sys.path.insert(0, str(ROOT))
 
 from specs_local.problems import read_problems  # noqa: E402
 from specs_local.engine import Model, ModelConfig  # noqa: E402
-from specs_local.engine.repack import MODES, extra_buffer_types, plan_for, read_cpu_flags  # noqa: E402
-from specs_local.profiling import CHAT_PROMPT, SAMPLE_TEXT, decode_rate, machine_name, prefill_rate  # noqa: E402
+from specs_local.engine.repack import MODES, extra_buffer_types, plan_for  # noqa: E402
+from specs_local.machine import cpu_flags, cpu_model, machine_name  # noqa: E402
+from specs_local.profiling import CHAT_PROMPT, SAMPLE_TEXT, decode_rate, prefill_rate  # noqa: E402
 from specs_local.report import git_revision  # noqa: E402
 
 PREFILL_ROWS = (64, 256)
@@ -95,10 +96,9 @@ def main() -> None:
         if "AMX" in plan_for(mode).layouts and not args.allow_amx:
             parser.error(f"--cpu-repack {mode} would use AMX here (it segfaults on most cloud VMs); --allow-amx runs it")
     paths = {role: resolve(role, role=role, progress=False) for role in ("draft", "target")}
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "unknown")
+    cpu = cpu_model()
     started = datetime.now(timezone.utc)
-    result = {"machine": machine_name(), "cpu": cpu, "amx_flags": sorted(read_cpu_flags() & {"amx_int8", "amx_tile"}),
+    result = {"machine": machine_name(), "cpu": cpu, "amx_flags": sorted(cpu_flags() & {"amx_int8", "amx_tile"}),
               "extra_buffer_types": list(extra_buffer_types() or ()), "revision": git_revision(),
               "started": started.isoformat(timespec="seconds"), "threads": args.threads,
               "plans": {mode: plan_for(mode).describe() for mode in modes}, "models": {}, "solve": {}}

@@ -76,10 +76,10 @@ def check_decode(path: Path, mode: str, threads: int | None = None, *, timeout: 
 
 
 def cpu_info(cpuinfo: str | Path = "/proc/cpuinfo") -> dict:
-    from .engine.repack import AMX_CPU_FLAGS, read_cpu_flags
-    from .machine import cpu_model
+    from .engine.repack import AMX_CPU_FLAGS
+    from .machine import cpu_flags, cpu_model
 
-    flags = read_cpu_flags(cpuinfo)
+    flags = cpu_flags(cpuinfo)
     return {"model": cpu_model(cpuinfo), "cores": os.cpu_count(), "amx_flags": sorted(flags & AMX_CPU_FLAGS)}
 
 
@@ -120,13 +120,17 @@ def diagnose(preset: str | None, mode: str, *, models: list[str] = (), threads: 
              timeout: float = CHILD_TIMEOUT_S) -> dict:
     """The whole report. Its ``ok`` is False where a decode check or a model file failed."""
     from .engine import build_info
+    from .engine.build_fit import mismatch_message, missing_features
     from .engine.repack import extra_buffer_types, plan_for
+    from .machine import cpu_flags
     from .run_markers import unclean_exits
 
     report = {"specs_local": _version(), "python": platform.python_version(), "platform": platform.platform(),
               "cpu": cpu_info(), "llama_cpp": build_info(),
               "extra_buffer_types": list(extra_buffer_types() or ()), "cpu_repack": plan_for(mode).describe()}
     files, problems = model_files(preset, list(models))
+    if missing := missing_features(report["llama_cpp"]["system_info"], cpu_flags()):
+        problems.insert(0, mismatch_message(missing, report["cpu"]["model"]))
     report["models"] = files
     if decode:
         for entry in files:

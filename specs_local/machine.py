@@ -24,6 +24,11 @@ def cpu_model(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> str:
     return cpuinfo_value(("model name",), cpuinfo) or platform.processor() or platform.machine()
 
 
+def cpu_flags(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> frozenset[str]:
+    """The CPU's feature flags as Linux names them (x86 "flags", Arm "Features"); empty without the file."""
+    return frozenset((cpuinfo_value(("flags", "Features"), cpuinfo) or "").split())
+
+
 def machine_name(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> str:
     """Host, architecture, cores and CPU model. The model is in it because a VM keeps its host
     name when it is started on another CPU, and a profile of one CPU must not price runs on another."""

@@ -5,8 +5,9 @@ import pytest
 
 from specs_local.engine import Model, ModelConfig
 from specs_local.engine import repack
-from specs_local.engine.repack import AUTO_WITHOUT_AMX, hidden_buffer_types, plan_repack, read_cpu_flags
+from specs_local.engine.repack import AUTO_WITHOUT_AMX, hidden_buffer_types, plan_repack
 from specs_local.errors import SpecsError
+from specs_local.machine import cpu_flags
 
 AMX_CPUINFO = """processor\t: 0
 vendor_id\t: GenuineIntel
@@ -23,9 +24,9 @@ flags\t\t: fpu sse2 avx2 fma
 def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
     (tmp_path / "intel").write_text(AMX_CPUINFO)
     (tmp_path / "amd").write_text(EPYC_CPUINFO)
-    assert {"amx_int8", "amx_tile", "avx2"} <= read_cpu_flags(tmp_path / "intel")
-    assert "amx_int8" not in read_cpu_flags(tmp_path / "amd")
-    assert read_cpu_flags(tmp_path / "missing") == frozenset()
+    assert {"amx_int8", "amx_tile", "avx2"} <= cpu_flags(tmp_path / "intel")
+    assert "amx_int8" not in cpu_flags(tmp_path / "amd")
+    assert cpu_flags(tmp_path / "missing") == frozenset()
 
 
 def test_a_vm_moved_to_another_cpu_is_another_machine(tmp_path):
@@ -42,7 +43,7 @@ def test_a_vm_moved_to_another_cpu_is_another_machine(tmp_path):
 
 def test_auto_never_uses_amx_on_an_amx_cpu(tmp_path):
     (tmp_path / "cpuinfo").write_text(AMX_CPUINFO)
-    flags = read_cpu_flags(tmp_path / "cpuinfo")
+    flags = cpu_flags(tmp_path / "cpuinfo")
     # The build offers AMX: it is taken out of the load, CPU_REPACK stays.
     plan = plan_repack("auto", flags, ("AMX", "CPU_REPACK"))
     assert plan.use_extra and plan.hide == ("AMX",) and plan.layouts == ("CPU_REPACK",)
@@ -58,7 +59,7 @@ def test_auto_never_uses_amx_on_an_amx_cpu(tmp_path):
 
 def test_auto_without_amx_follows_the_measured_choice(tmp_path):
     (tmp_path / "cpuinfo").write_text(EPYC_CPUINFO)
-    flags = read_cpu_flags(tmp_path / "cpuinfo")
+    flags = cpu_flags(tmp_path / "cpuinfo")
     plan = plan_repack("auto", flags, ("CPU_REPACK",))
     assert plan.use_extra is (AUTO_WITHOUT_AMX == "on") and plan.hide == ()
     assert plan_repack("auto", flags, None).use_extra is (AUTO_WITHOUT_AMX == "on")

@@ -12,6 +12,8 @@ import llama_cpp as llama
 
 from ..errors import ModelLoadError, SpecsError
 from ..interrupts import deferred
+from ..machine import cpu_flags, cpu_model
+from .build_fit import check_build_fits_cpu
 from .repack import hidden_buffer_types, plan_for
 
 _LOG_TAIL: deque[str] = deque(maxlen=20)
@@ -19,6 +21,7 @@ _LOG_TAIL: deque[str] = deque(maxlen=20)
 _WEIGHT_BUFFER = re.compile(r"(\S+) model buffer size =\s*([\d.]+) MiB")
 _LOAD_BUFFERS: dict[str, float] = {}
 _backend_ready = False
+_build_fits = False
 
 
 @llama.llama_log_callback
@@ -47,10 +50,22 @@ def supports_gpu_offload() -> bool:
     return bool(llama.llama_supports_gpu_offload())
 
 
+def system_info() -> str:
+    """llama.cpp's own line on its build: each backend and the instruction sets it was compiled with."""
+    return llama.llama_print_system_info().decode("utf-8", errors="replace").strip().rstrip("|").strip()
+
+
+def ensure_build_fits_cpu() -> None:
+    """Stop with one line, before a load, where the build would die of an illegal instruction."""
+    global _build_fits
+    if not _build_fits:
+        check_build_fits_cpu(system_info(), cpu_flags(), cpu_model())
+        _build_fits = True
+
+
 def build_info() -> dict:
     """llama.cpp's build as this process loads it: version, CPU features, GPU offload."""
-    features = llama.llama_print_system_info().decode("utf-8", errors="replace").strip().rstrip("|").strip()
-    return {"llama_cpp_python": llama.__version__, "system_info": features, "gpu_offload": supports_gpu_offload()}
+    return {"llama_cpp_python": llama.__version__, "system_info": system_info(), "gpu_offload": supports_gpu_offload()}
 
 
 @dataclass(frozen=True)
@@ -87,6 +102,7 @@ def load_model(path: Path, config: ModelConfig):
     """The GGUF file's weights (a ``llama_model*``), offloaded and laid out as ``config`` asks,
     and the MiB it put in each buffer type, e.g. {"CPU_Mapped": 1059.9, "CPU_REPACK": 596.5}."""
     ensure_backend()
+    ensure_build_fits_cpu()
     check_gguf_file(path)
     plan = plan_for(config.cpu_repack)
     params = llama.llama_model_default_params()

@@ -26,11 +26,10 @@ import ctypes
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator
 
 from ..errors import SpecsError
-from ..machine import cpuinfo_value
+from ..machine import cpu_flags
 
 MODES = ("auto", "on", "no-amx", "off")
 AMX = "AMX"
@@ -55,11 +54,6 @@ class RepackPlan:
     def describe(self) -> str:
         used = ", ".join(self.layouts) if self.use_extra and self.layouts else "plain weights"
         return f"{self.mode}: {used} ({self.reason})"
-
-
-def read_cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str]:
-    """The CPU's feature flags as Linux names them; empty where there is no such file."""
-    return frozenset((cpuinfo_value(("flags", "Features"), cpuinfo) or "").split())
 
 
 def plan_repack(mode: str, cpu_flags: frozenset[str] | set[str], extra_types: tuple[str, ...] | None) -> RepackPlan:
@@ -137,7 +131,7 @@ def extra_buffer_types() -> tuple[str, ...] | None:
 
 def plan_for(mode: str) -> RepackPlan:
     """The plan for ``mode`` on this machine."""
-    return plan_repack(mode, read_cpu_flags(), extra_buffer_types())
+    return plan_repack(mode, cpu_flags(), extra_buffer_types())
 
 
 @contextmanager
