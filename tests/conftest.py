@@ -23,6 +23,19 @@ def _load_script(name: str):
     return module
 
 
+@pytest.fixture(scope="session", autouse=True)
+def test_home(tmp_path_factory) -> Path:
+    """specs-local's folder for the whole session, so that runs killed on purpose leave their
+    markers, and profiles their cache, there and not in the user's. Only the model cache is the
+    user's own (a link), so that the real pair is assembled once per machine, not per session."""
+    users = Path(os.environ.get("SPECS_LOCAL_HOME") or Path.home() / ".cache" / "specs-local").expanduser()
+    (users / "models").mkdir(parents=True, exist_ok=True)
+    home = tmp_path_factory.mktemp("specs-local-home")
+    (home / "models").symlink_to(users / "models", target_is_directory=True)
+    os.environ["SPECS_LOCAL_HOME"] = str(home)  # subprocesses (the CLI) inherit it
+    return home
+
+
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
     """draft and target share a vocabulary; `other` has one more token;
@@ -107,10 +120,6 @@ def real_pair(tmp_path_factory) -> dict[str, Path]:
     bundle packages with the hub switched off (CI installs the `small` extra)."""
     from specs_local.presets import resolve
 
-    home = os.environ.get("SPECS_LOCAL_HOME")
-    if not home:
-        default = Path.home() / ".cache" / "specs-local"
-        os.environ["SPECS_LOCAL_HOME"] = str(default)
     os.environ["HF_HUB_OFFLINE"] = "1"
     return {role: resolve(role, role=role, preset="small", progress=False) for role in ("draft", "target")}
 
