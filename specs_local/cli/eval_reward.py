@@ -16,6 +16,7 @@ from pathlib import Path
 
 import click
 
+from ..machine import machine_name
 from ..presets import REWARD_KINDS
 from ..report import git_revision
 from ..solver_options import engine_from
@@ -170,7 +171,6 @@ def command_line(opts: dict) -> str:
 
 
 def report(table: str, opts: dict, counts: dict[str, int], models: list[str]) -> str:
-    from ..machine import machine_name
 
     pairs = ", ".join(f"{n} {source}" for source, n in counts.items())
     lines = ["# Reward quality: correct steps against their wrong twins", "", table, "",
