@@ -7,6 +7,10 @@ a slot lost for good, or cells dropped twice. ``deferred()`` wraps such a
 section: a SIGINT that arrives inside it is remembered and delivered when the
 section ends, where the state is whole again.
 
+A SIGTERM (``kill``, ``pkill``) is held back the same way. Inside llama.cpp a signal's
+Python handler runs in whatever callback C calls next (activation capture, the log), where
+ctypes drops the exception it raises: the kill went unheeded and the decode lost its rows.
+
 Signals reach only the main thread, so elsewhere ``deferred()`` does nothing.
 """
 from __future__ import annotations
@@ -16,7 +20,7 @@ import threading
 from contextlib import contextmanager
 from typing import Iterator
 
-_SIGNALS = (signal.SIGINT,)
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @contextmanager
@@ -39,3 +43,5 @@ def deferred() -> Iterator[None]:
                 handler(sig, frame)
             elif handler == signal.SIG_DFL and sig == signal.SIGINT:
                 raise KeyboardInterrupt
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(sig)  # its default action (SIGTERM ends the process), now that it may

@@ -100,8 +100,9 @@ _terminating = False
 
 
 def terminating() -> bool:
-    """Whether a polite kill has arrived. Its SystemExit can be swallowed where it lands (inside a
-    ctypes callback of llama.cpp's) and come out as another error; this tells the two apart."""
+    """Whether a polite kill has arrived. Decodes and loads hold it back to their end
+    (interrupts.deferred); a llama.cpp callback outside them would drop its SystemExit, and the
+    kill come out as another error: this tells the two apart."""
     return _terminating
 
 

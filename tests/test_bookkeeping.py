@@ -249,16 +249,16 @@ def _sigint_now() -> None:
 
 
 class _SigintAtNodeName:
-    """The capture module's ggml bindings, sending SIGINT at the ``at``-th node name read:
-    a Ctrl-C that arrives while the capture callback runs."""
+    """The capture module's ggml bindings, sending SIGINT (or ``sig``) at the ``at``-th node name
+    read: a Ctrl-C (or a kill) that arrives while the capture callback runs."""
 
-    def __init__(self, real, at: int):
-        self._real, self._at, self.calls = real, at, 0
+    def __init__(self, real, at: int, sig: int = signal.SIGINT):
+        self._real, self._at, self._sig, self.calls = real, at, sig, 0
 
     def ggml_get_name(self, tensor):
         self.calls += 1
         if self.calls == self._at:
-            _sigint_now()
+            os.kill(os.getpid(), self._sig)
         return self._real.ggml_get_name(tensor)
 
     def __getattr__(self, name):
@@ -278,6 +278,35 @@ def test_ctrl_c_inside_the_capture_callback_stops_the_decode_and_leaves_the_mode
         assert model.live_sequences == [] and model.live_cells == 0 and model.positions_in_memory() == {}
         seq = model.new_sequence(tokens)  # and the next decode captures as before
         assert seq.hidden is not None and seq.hidden.shape == (model.n_embd,)
+    finally:
+        model.close()
+
+
+@pytest.fixture
+def sigterm_exits(monkeypatch):
+    """SIGTERM handled as the CLI handles it (run_markers.exit_on_sigterm): SystemExit(143)."""
+    from specs_local import run_markers
+
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    run_markers.exit_on_sigterm()
+    monkeypatch.setattr(run_markers, "_terminating", False)
+    yield
+    signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.mark.parametrize("at", [1, 40])
+def test_a_kill_inside_the_capture_callback_exits_after_the_decode(tiny_models, monkeypatch, sigterm_exits, at):
+    """`pkill` of a bench during a probe-reward decode: the SystemExit raised in the callback was
+    dropped by ctypes, and the decode's lost rows became the problem's error record."""
+    model = Model(tiny_models["target"], CAPTURED)
+    try:
+        tokens = model.tokenize("What is 12 times 7?")
+        with monkeypatch.context() as m:
+            m.setattr(capture_module, "_ggml", _SigintAtNodeName(capture_module._ggml, at, signal.SIGTERM))
+            with pytest.raises(SystemExit) as stopped:
+                model.new_sequence(tokens)
+        assert stopped.value.code == 143
+        assert model.live_sequences == [] and model.live_cells == 0
     finally:
         model.close()
 
