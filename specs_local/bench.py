@@ -271,9 +271,12 @@ def report(records_by_method: dict[str, list[dict]], out_dir: Path, *, command: 
 def _speculation_paragraph(profile, records_by_method, model_map, speculation_ratio) -> str:
     """Whether drafting + scoring is cheaper than a target step on a profile's hardware."""
     files = {}
-    for record in records_by_method.get("specs", []):
-        for role, usage in record.get("stats", {}).get("models", {}).items():
-            files[role] = usage["file"]
+    for label, records in records_by_method.items():
+        if parse_arm(label)[0] != "specs":  # "specs", "specs@k=2", ...: every SPECS arm names the pair
+            continue
+        for record in records:
+            for role, usage in record.get("stats", {}).get("models", {}).items():
+                files[role] = usage["file"]
     if "draft" not in files or "target" not in files:
         return f"Speculation on {profile['machine']}: no SPECS records to name the draft and target."
     draft = (model_map or {}).get(files["draft"], files["draft"])

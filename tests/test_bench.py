@@ -166,6 +166,11 @@ def test_arms_of_one_method_run_interleaved_with_their_own_settings(tiny_models,
     """Both arms of a decision in one run, one machine, one revision, interleaved: each arm's
     records carry the settings that made them, and a larger k or n of one arm has its slots."""
     monkeypatch.setenv("SPECS_LOCAL_HOME", str(tmp_path / "home"))
+    from specs_local.machine import machine_name
+
+    figures = {"prefill_tps": 2000.0, "decode_tps": {"1": 400.0, "2": 700.0, "4": 1000.0}}
+    store_profile({"machine": machine_name(), "threads": 1, "n_gpu_layers": 0,
+                   "models": {"draft.gguf": figures, "target.gguf": figures}})
     out = tmp_path / "arms"
     arms = "specs@greedy_candidate=false,specs@greedy-candidate=true@k=3,best-of-n@n=3@select=majority"
     args = ["bench", str(data_dir / "gsm8k.jsonl"), "--limit", "2", "--methods", arms, "--out", str(out),
@@ -184,6 +189,8 @@ def test_arms_of_one_method_run_interleaved_with_their_own_settings(tiny_models,
             assert len(record["selection"]["candidates"]) == settings.get("k", settings.get("n"))
     report = json.loads((out / "report.json").read_text())
     assert set(report["methods"]) == set(expected)
+    # SPECS arms with settings name the draft and target the cost of speculation is priced for.
+    assert any(note.startswith("Speculation on") and "a SPECS step" in note for note in report["notes"]), report["notes"]
     bad = CliRunner().invoke(main, args[:4] + ["--methods", "specs@k=zero"] + args[6:])
     assert bad.exit_code == 2 and "'zero' is not a int" in bad.output
     bad = CliRunner().invoke(main, args[:4] + ["--methods", "specs@kk=2"] + args[6:])
