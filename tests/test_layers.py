@@ -114,3 +114,13 @@ def test_strategies_do_not_import_rewards():
         return not within(importer, ("specs_local.search",)) or not within(target, ("specs_local.rewards",))
 
     assert_none(offending_edges(allowed))
+
+
+def test_every_package_is_listed_for_installation():
+    """pyproject lists the packages by hand (models/ is mapped in), and an editable install finds
+    an unlisted one anyway: only `pip install .`, the README's, would be missing it."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {module_name(init) for init in PACKAGE.rglob("__init__.py") if "__pycache__" not in init.parts}
+    assert found - listed == set(), f"add to pyproject.toml's packages: {sorted(found - listed)}"
