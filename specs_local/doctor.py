@@ -120,17 +120,19 @@ def diagnose(preset: str | None, mode: str, *, models: list[str] = (), threads: 
              timeout: float = CHILD_TIMEOUT_S) -> dict:
     """The whole report. Its ``ok`` is False where a decode check or a model file failed."""
     from .engine import build_info
-    from .engine.build_fit import mismatch_message, missing_features
+    from .engine.build_fit import BuildMismatchError
+    from .engine.loading import ensure_build_fits_cpu
     from .engine.repack import extra_buffer_types, plan_for
-    from .machine import cpu_flags
     from .run_markers import unclean_exits
 
     report = {"specs_local": _version(), "python": platform.python_version(), "platform": platform.platform(),
               "cpu": cpu_info(), "llama_cpp": build_info(),
               "extra_buffer_types": list(extra_buffer_types() or ()), "cpu_repack": plan_for(mode).describe()}
     files, problems = model_files(preset, list(models))
-    if missing := missing_features(report["llama_cpp"]["system_info"], cpu_flags()):
-        problems.insert(0, mismatch_message(missing, report["cpu"]["model"]))
+    try:
+        ensure_build_fits_cpu()  # the very check every model load makes
+    except BuildMismatchError as mismatch:
+        problems.insert(0, str(mismatch))
     report["models"] = files
     if decode:
         for entry in files:
