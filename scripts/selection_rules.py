@@ -21,7 +21,9 @@ smaller batch can make to llama.cpp's arithmetic.
 
 For the same reason ``--first K`` keeps each record's first K candidates only: from best-of-n at
 n = 4 it replays best-of-n at n = K (sample i draws from the same stream whatever n is), which
-compares it with SPECS at k = K chains without another run.
+compares it with SPECS at k = K chains without another run, and ``--consensus V`` keeps the
+candidates that best-of-n's consensus stop would have drawn (``SearchConfig.consensus``: stop
+once V finished samples agree), with the target rows it would have saved.
 """
 from __future__ import annotations
 
@@ -39,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 from specs_local.answers import grade_many, normalize_answer  # noqa: E402
 from specs_local.output_log import read_log  # noqa: E402
 from specs_local.report import sign_test, wilson_interval  # noqa: E402
+from specs_local.search.best_of_n import drawn  # noqa: E402
 from specs_local.selection import RULES, choose, from_record  # noqa: E402
 
 
@@ -46,9 +49,11 @@ def selection_of(record: dict) -> dict | None:
     return record.get("selection") or (record.get("trace", {}).get("extra") if "trace" in record else None)
 
 
-def load(paths: list[Path], first: int | None = None) -> list[dict]:
+def load(paths: list[Path], first: int | None = None, consensus: int = 0) -> list[dict]:
     """Finished records that carry a choice among candidates, with a gold answer (only the
-    first ``first`` candidates of each, when given)."""
+    first ``first`` candidates of each, when given; then only those a consensus stop at
+    ``consensus`` votes would have drawn). Each keeps the rows its candidates decoded, and
+    the rows of those kept (``rows``, ``rows_kept``)."""
     records = []
     for path in paths:
         for record in read_log(path).values():
@@ -57,8 +62,13 @@ def load(paths: list[Path], first: int | None = None) -> list[dict]:
                 full = record.get("trace", {}).get("extra") or chosen  # the traced copy has the confidences
                 if first is not None:
                     full = {**full, "candidates": full["candidates"][:first]}
+                rows = sum(c["tokens"] for c in full["candidates"])
+                if consensus:
+                    kept = drawn([from_record(c) for c in full["candidates"]], consensus, full.get("veto", True))
+                    full = {**full, "candidates": full["candidates"][:kept]}
                 records.append({"id": record["id"], "gold": record["gold"], "selection": full,
-                                "correct": bool(record.get("correct"))})
+                                "correct": bool(record.get("correct")), "rows": rows,
+                                "rows_kept": sum(c["tokens"] for c in full["candidates"])})
     return records
 
 
@@ -107,18 +117,23 @@ def main(argv=None) -> int:
                         help="bars to replay: percentiles of the candidates' lowest windowed confidence")
     parser.add_argument("--first", type=int, default=None, metavar="K",
                         help="keep each record's first K candidates (best-of-n at n = K, from a run at a larger n)")
+    parser.add_argument("--consensus", type=int, default=0, metavar="V",
+                        help="keep the candidates best-of-n's consensus stop at V votes would have drawn")
     args = parser.parse_args(argv)
     if args.first is not None and args.first < 1:
         parser.error("--first must be at least 1")
-    records = load(args.logs, args.first)
+    if args.consensus < 0:
+        parser.error("--consensus must be at least 0")
+    records = load(args.logs, args.first, args.consensus)
     if not records:
         print("no records with candidates and a gold answer", file=sys.stderr)
         return 1
     grade_candidates(records)
     n = len(records)
-    out = {"logs": [str(p) for p in args.logs], "problems": n, "first": args.first}
+    out = {"logs": [str(p) for p in args.logs], "problems": n, "first": args.first, "consensus": args.consensus}
+    replayed = args.first is not None or args.consensus
     # With fewer candidates than the run had, its own choice is not comparable.
-    mismatches = [r["id"] for r in records if args.first is None and r["selection"]["select"] in RULES and
+    mismatches = [r["id"] for r in records if not replayed and r["selection"]["select"] in RULES and
                   choose([from_record(c) for c in r["selection"]["candidates"]], r["selection"]["select"],
                          veto=r["selection"]["veto"]) != r["selection"]["chosen"]]
     one_sample = sum(np.mean(r["right"]) for r in records)
@@ -128,7 +143,12 @@ def main(argv=None) -> int:
     print(f"{n} problems, {np.mean([len(r['right']) for r in records]):.1f} candidates each "
           f"({majority_size:.1f} distinct answers); the run's own choice: {sum(r['correct'] for r in records)} solved; " +
           (f"recomputed choices that differ from the recorded ones: {len(mismatches)} {mismatches[:5]}"
-           if args.first is None else f"its first {args.first} candidates only, so not checked against it"))
+           if not replayed else "fewer candidates than it had, so not checked against it"))
+    if args.consensus:
+        rows, kept = sum(r["rows"] for r in records), sum(r["rows_kept"] for r in records)
+        out["consensus_rows"] = {"rows": rows, "kept": kept, "saved": 1 - kept / rows}
+        print(f"consensus stop at {args.consensus} votes replayed: {kept} of {rows} target rows decoded "
+              f"({1 - kept / rows:.1%} saved)")
     print(f"one sample (mean over candidates): {one_sample:.1f}; any candidate right (oracle): {oracle}")
     print("| rule | solved | 95% interval | gained / lost against `logprob` (sign test p) |")
     print("|---|---|---|---|")

@@ -11,6 +11,9 @@ each larger for a more confident solution:
   "lowest group confidence" (arXiv 2508.15260);
 - ``reward``: the reward of the last step (the probe at the solution's end, on the small preset).
 
+Agreement (:func:`agreed`) lets best-of-n stop drawing samples once its answer is settled
+(``SearchConfig.consensus``, DeepConf's adaptive sampling).
+
 A calculator veto (a step asserting a false equality) and an unfinished solution (cut at a token
 limit, or stopped for low confidence) take a candidate out of the choice, unless nothing is left.
 
@@ -86,6 +89,16 @@ def eligible(candidates: list[Candidate], veto: bool = True) -> list[int]:
         narrowed = [i for i in pool if keep(candidates[i])]
         pool = narrowed or pool
     return pool
+
+
+def agreed(candidates: list[Candidate], votes: int, veto: bool = True) -> bool:
+    """Whether ``votes`` candidates that count (ended, not vetoed, with an answer) give one answer."""
+    counts: dict[str, int] = {}
+    for c in candidates:
+        if c.ended and not (veto and c.vetoed) and c.answer is not None:
+            key = normalize_answer(c.answer)
+            counts[key] = counts.get(key, 0) + 1
+    return max(counts.values(), default=0) >= votes
 
 
 def _score(candidate: Candidate, name: str) -> float:

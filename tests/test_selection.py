@@ -9,7 +9,8 @@ import pytest
 from specs_local.errors import SpecsError
 from specs_local.sampling import SamplerParams, token_confidence
 from specs_local.search import SearchConfig
-from specs_local.selection import (RULES, Candidate, choose, from_record, lowest_window, solution_scores)
+from specs_local.search.best_of_n import drawn, turns
+from specs_local.selection import (RULES, Candidate, agreed, choose, from_record, lowest_window, solution_scores)
 from specs_local.solver import EngineOptions, Solver
 
 PROBLEM = "What is 12 times 7?"
@@ -62,6 +63,19 @@ def test_the_veto_and_unfinished_solutions_step_aside_unless_nothing_is_left():
         choose(cs, "best")
     with pytest.raises(SpecsError, match="unknown selection rule 'best'"):
         SearchConfig(select="best")
+
+
+def test_agreement_counts_only_finished_unvetoed_answers_and_sets_the_turns():
+    assert agreed([cand("5", -1), cand("5.0", -1)], 2)  # one answer, written two ways
+    assert not agreed([cand("5", -1), cand("5", -1, ended=False)], 2)
+    assert not agreed([cand("5", -1), cand("5", -1, vetoed=True)], 2)
+    assert agreed([cand("5", -1), cand("5", -1, vetoed=True)], 2, veto=False)
+    assert not agreed([cand(None, -1), cand(None, -1)], 2)
+    assert turns(4, 0) == [range(4)] and turns(4, 4) == [range(4)]
+    assert turns(4, 2) == [range(2), range(2, 3), range(3, 4)]  # the fewest that can agree, then one at a time
+    assert drawn([cand("1", -1), cand("2", -1), cand("2", -1), cand("1", -1)], 2) == 3
+    assert drawn([cand("1", -1), cand("2", -1), cand("3", -1), cand("4", -1)], 2) == 4
+    assert drawn([cand("1", -1), cand("2", -1), cand("3", -1), cand("4", -1)], 0) == 4
 
 
 @pytest.fixture(scope="module")
@@ -164,6 +178,22 @@ def test_early_stopping_saves_rows_and_keeps_the_other_samples(boxed):
     for before, after in zip(full.extra["candidates"], cands):
         if after["ended"]:
             assert after["answer"] == before["answer"] and after["tokens"] == before["tokens"]
+
+
+@pytest.mark.parametrize("seed,draws", [(5, 2), (10, 3), (2, 4)])  # agreement after 2 samples, after 3, never
+def test_a_consensus_stop_draws_no_sample_once_two_agree(boxed, seed, draws):
+    """The samples it draws are the full run's first ones (their own streams), it answers by the
+    rule among them, and the samples it leaves out cost no rows."""
+    full = boxed.solve(PROBLEM, method="best-of-n", n=4, seed=seed)
+    stopped = boxed.solve(PROBLEM, method="best-of-n", n=4, seed=seed, consensus=2)
+    kept = [(c["answer"], c["tokens"], c["ended"]) for c in stopped.extra["candidates"]]
+    assert kept == [(c["answer"], c["tokens"], c["ended"]) for c in full.extra["candidates"][:draws]]
+    first = [from_record(c) for c in full.extra["candidates"][:draws]]
+    assert stopped.answer == first[choose(first, "logprob")].answer
+    rows = lambda r: r.stats["models"]["target"]["generated"]  # noqa: E731
+    saved = sum(c["tokens"] - 1 for c in full.extra["candidates"][draws:])  # a last token is sampled, not decoded
+    assert rows(full) - rows(stopped) == saved
+    assert boxed.models.target.live_sequences == []
 
 
 def test_the_rules_script_recomputes_a_runs_choices_and_replays_early_stopping(tiny_models, data_dir, tmp_path,

@@ -118,6 +118,9 @@ def search_options(func):
                      help="Early stopping: a sample or chain whose mean token confidence over the last --window "
                           "tokens falls below this stops (DeepConf). [off]"),
         click.option("--window", type=int, default=None, help="Tokens of the confidence window. [32]"),
+        click.option("--consensus", type=int, default=None,
+                     help="Best-of-n: draw the first this many samples together, then one at a time, and stop "
+                          "once this many finished samples agree on the answer. 0: all n at once. [0]"),
         click.option("--rsd-delta", type=float, default=None, help="RSD: reward a draft step needs to be kept."),
         click.option("--max-steps", type=int, default=None),
         click.option("--max-step-tokens", type=int, default=None),

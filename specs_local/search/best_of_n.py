@@ -4,15 +4,19 @@ Each sample draws from its own random stream, so a sample stopped early for low 
 (``stop_confidence``) changes nothing in the others: a run without stopping shows what any bar
 would have stopped. The rule ``select`` picks the answer; the result's ``extra`` keeps every
 sample's answer and scores, from which scripts/selection_rules.py recomputes every rule.
+
+With a consensus stop (``consensus``), the samples are drawn in turns, and none is drawn once
+enough finished samples agree. The same streams make sample i the same whichever turn draws it,
+so a run that draws all n shows what the stop would have answered.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..answers import extract_boxed
-from ..engine import STEP_DELIMITER
+from ..engine import STEP_DELIMITER, Generation
 from ..errors import ContextFullError
-from ..selection import Candidate, choose, is_vetoed, selection_extra, solution_scores
+from ..selection import Candidate, agreed, choose, is_vetoed, selection_extra, solution_scores
 from .common import (Models, SearchConfig, SearchGenerator, Step, Tracker, no_room_for_a_step, propose, sample_rngs,
                      start, stopping)
 
@@ -20,32 +24,66 @@ from .common import (Models, SearchConfig, SearchGenerator, Step, Tracker, no_ro
 def best_of_n(problem: str, models: Models, config: SearchConfig) -> SearchGenerator:
     model, reward = models.target, models.reward
     tracker = Tracker("best-of-n", models, config)
+    rngs = sample_rngs(config.seed, config.n)
+    gens: list[Generation] = []
+    candidates: list[Candidate] = []
     head = None
     try:
         head = start(model, problem, config)
-        kids, gens = propose(model, head, config.n, config, sample_rngs(config.seed, config.n), last=True,
-                             stop_below=stopping(config))
-        live = [i for i, g in enumerate(gens) if g.finish != "low_confidence"]  # stopped ones are released
-        rewards = np.full(len(gens), np.nan)
-        if live:
-            rewards[live] = reward.score(problem, [], [gens[i].text for i in live], contexts=[kids[i] for i in live])
-        model.release_all(kids)
+        for turn in turns(config.n, config.consensus):
+            kids, drawn = propose(model, head, len(turn), config, [rngs[i] for i in turn], last=True,
+                                  stop_below=stopping(config))
+            try:
+                live = [i for i, g in enumerate(drawn) if g.finish != "low_confidence"]  # stopped ones are released
+                rewards = np.full(len(drawn), np.nan)
+                if live:
+                    rewards[live] = reward.score(problem, [], [drawn[i].text for i in live],
+                                                 contexts=[kids[i] for i in live])
+            finally:
+                model.release_all(kids)
+            gens += drawn
+            candidates += [candidate(g, r) for g, r in zip(drawn, rewards)]
+            if config.consensus and agreed(candidates, config.consensus, config.veto):
+                break
     except ContextFullError as error:  # its one step is its first
         raise no_room_for_a_step(error) from None
     finally:
         if head is not None:
             model.release(head)
         reward.reset()
-    delimiter = STEP_DELIMITER.decode()
-    candidates = [Candidate(extract_boxed(g.text), solution_scores(g.token_scores(), None if np.isnan(r) else r),
-                            ended=g.finish == "eog", vetoed=is_vetoed(g.text.split(delimiter)), tokens=len(g.tokens),
-                            confidence=[c for _, c in g.confidence], text=g.text)
-                  for g, r in zip(gens, rewards)]
     chosen = choose(candidates, config.select, veto=config.veto)
-    g = gens[chosen]
-    step = Step(text=g.text, source="target", reward=None if np.isnan(rewards[chosen]) else float(rewards[chosen]),
-                target_logprob=g.mean_logprob, candidates=len(gens), tokens=len(g.tokens), ends_turn=g.finish == "eog")
+    g, chosen_reward = gens[chosen], candidates[chosen].scores["reward"]
+    step = Step(text=g.text, source="target", reward=None if np.isnan(chosen_reward) else chosen_reward,
+                target_logprob=g.mean_logprob,
+                candidates=len(gens), tokens=len(g.tokens), ends_turn=g.finish == "eog")
     yield step
     extra = selection_extra(candidates, config.select, chosen, config.veto)
     cut = "max_tokens" if config.max_tokens is not None and len(g.tokens) >= config.max_tokens else "max_steps"
     return tracker.result([step], "eos" if step.ends_turn else cut, extra=extra)
+
+
+def turns(n: int, consensus: int) -> list[range]:
+    """Which samples are drawn together: all n in one batch, or with a consensus stop the first
+    ``consensus`` (the fewest that can agree) and then one at a time, so that none is drawn
+    after the answer is settled."""
+    if consensus <= 0 or consensus >= n:
+        return [range(n)]
+    return [range(consensus)] + [range(i, i + 1) for i in range(consensus, n)]
+
+
+def drawn(candidates: list[Candidate], consensus: int, veto: bool = True) -> int:
+    """How many of these samples, in order, a consensus stop would have drawn (a replay from a
+    run that drew them all: sample i is the same whichever turn draws it)."""
+    end = 0
+    for turn in turns(len(candidates), consensus):
+        end = turn.stop
+        if consensus and agreed(candidates[:end], consensus, veto):
+            break
+    return end
+
+
+def candidate(g: Generation, reward: float) -> Candidate:
+    """A finished sample as the selector sees it (``reward`` NaN: none, the sample stopped early)."""
+    return Candidate(extract_boxed(g.text), solution_scores(g.token_scores(), None if np.isnan(reward) else reward),
+                     ended=g.finish == "eog", vetoed=is_vetoed(g.text.split(STEP_DELIMITER.decode())),
+                     tokens=len(g.tokens), confidence=[c for _, c in g.confidence], text=g.text)

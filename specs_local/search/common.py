@@ -31,7 +31,7 @@ BEAM_ANSWERS = ("best", "weighted", "majority", "select")
 # score), cannot sample, or asks for more sequences or tokens than a context can hold.
 MIN_TEMPERATURE, MAX_TEMPERATURE = 0.01, 2.0  # or 0, greedy; OpenAI's API stops at 2 too
 MAX_BETA = 1000.0  # in magnitude: the rewards are probabilities, the tuned betas 2 to 20
-WHOLE_NUMBERS = {"n": (1, 64), "beam_width": (1, 64), "k": (1, 64), "window": (1, 1 << 20), "max_steps": (1, 100_000),
+WHOLE_NUMBERS = {"n": (1, 64), "consensus": (0, 64), "beam_width": (1, 64), "k": (1, 64), "window": (1, 1 << 20), "max_steps": (1, 100_000),
                  "max_step_tokens": (1, 1 << 20), "final_step_tokens": (1, 1 << 20), "seed": (0, None)}
 THRESHOLDS = ("tau_reject", "tau_switch", "rsd_delta")  # only compared: -inf or inf mean always or never
 
@@ -96,6 +96,10 @@ class SearchConfig:
     # over its last ``window`` tokens falls below ``stop_confidence`` stops; None: never.
     stop_confidence: float | None = None
     window: int = 32
+    # Best-of-n's consensus stop (DeepConf's adaptive sampling): draw the first ``consensus``
+    # samples together, then one at a time, and stop drawing once ``consensus`` finished
+    # samples give one answer. 0: draw all n at once.
+    consensus: int = 0
     # A cap on the solution's tokens (the server's max_tokens): a search stops at the first
     # step that reaches it ("max_tokens"), and no step may pass it. None: no cap.
     max_tokens: int | None = None

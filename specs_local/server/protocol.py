@@ -54,6 +54,7 @@ class Specs(BaseModel):
     veto: bool | None = None
     stop_confidence: float | None = None
     window: int | None = None
+    consensus: int | None = None
 
 
 class Message(BaseModel):
@@ -100,14 +101,15 @@ CHOICES_FROM = {"best-of-n": "n", "specs": "k"}
 
 def choices_changes(method: str, n: int, changes: dict) -> dict:
     """The settings that make ``method`` end with at least ``n`` whole solutions (OpenAI's ``n``):
-    best-of-n samples n, SPECS runs k = n chains; 400 for a method that makes one."""
+    best-of-n samples n (all of them: no consensus stop), SPECS runs k = n chains; 400 for a
+    method that makes one."""
     key = CHOICES_FROM.get(ALIASES.get(method, method))
     if key is None:
         raise APIError(400, f"n: {method} makes one solution; n > 1 needs specs.method best-of-n or specs",
                        "invalid_value")
     if changes.get(key, n) < n:
         raise APIError(400, f"n: {n} choices need specs.{key} of at least {n}", "invalid_value")
-    return {key: changes.get(key, n)}
+    return {key: changes.get(key, n), "consensus": 0}
 
 
 def search_config(solver: Solver, changes: dict) -> SearchConfig:
