@@ -228,6 +228,38 @@ def test_the_rules_script_recomputes_a_runs_choices_and_replays_early_stopping(t
     assert "recomputed choices that differ from the recorded ones: 0" in done.stdout
     bars = figures["early_stopping"]["bars"]
     assert bars and all(0 <= b["rows_saved"] <= figures["early_stopping"]["total_rows"] for b in bars)
+
+
+def test_the_rules_script_replays_a_consensus_stop_as_a_run_with_it_answers(tiny_models, data_dir, tmp_path,
+                                                                            monkeypatch):
+    """Replayed from a run that drew every sample, the consensus stop gives the answers a run with
+    it gave, and the rows it would have saved."""
+    import json
+    import subprocess
+    import sys
+
+    from click.testing import CliRunner
+
+    from conftest import ROOT
+    from specs_local.cli import main
+
+    monkeypatch.setenv("SPECS_LOCAL_HOME", str(tmp_path / "home"))
+    out = tmp_path / "run"
+    full, stopped = "best-of-n@n=4@select=majority", "best-of-n@n=4@select=majority@consensus=2"
+    args = ["bench", str(data_dir / "gsm8k.jsonl"), "--limit", "4", "--methods", f"{full},{stopped}",
+            "--out", str(out), "--target", str(tiny_models["boxed"]), "--draft", str(tiny_models["boxed-draft"]),
+            "--reward-kind", "calculator", "--max-step-tokens", "12", "--threads", "1", "--no-progress"]
+    assert CliRunner().invoke(main, args, catch_exceptions=False).exit_code == 0
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "selection_rules.py"), str(out / f"{full}.jsonl"),
+                           "--consensus", "2", "--json", str(tmp_path / "rules.json")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    figures = json.loads((tmp_path / "rules.json").read_text())
+    runs = {arm: [json.loads(line) for line in (out / f"{arm}.jsonl").read_text().splitlines()] for arm in (full, stopped)}
+    assert [r["settings"]["consensus"] for r in runs[stopped]] == [2] * 4
+    assert figures["rules"]["majority"]["solved"] == sum(r["correct"] for r in runs[stopped])
+    kept = sum(c["tokens"] for r in runs[stopped] for c in r["selection"]["candidates"])
+    assert figures["consensus_rows"]["kept"] == kept < figures["consensus_rows"]["rows"]
     assert bars[-1]["stopped"] >= bars[0]["stopped"]  # a higher bar stops more
 
     # The first candidate alone: every rule must give it, so each solves what one sample did.

@@ -247,6 +247,14 @@ def test_n_returns_the_chosen_solution_first_and_the_others_with_their_scores(se
     server.idle_and_clean()
 
 
+def test_n_choices_turn_off_best_of_ns_consensus_stop():
+    """n choices are n whole solutions: a consensus stop (a preset's or the request's) would draw fewer."""
+    from specs_local.server.protocol import choices_changes
+
+    assert choices_changes("best-of-n", 3, {"consensus": 2}) == {"n": 3, "consensus": 0}
+    assert choices_changes("best-of-n", 3, {"n": 5}) == {"n": 5, "consensus": 0}
+
+
 def test_max_tokens_caps_the_solution_with_finish_reason_length(server):
     response = server.client().chat.completions.create(model="target", messages=user("What is 12 times 7?"),
                                                        max_tokens=5, extra_body={"specs": {"method": "greedy"}})
