@@ -226,7 +226,11 @@ def test_report_says_plainly_when_accuracy_falls_below_the_interval(tmp_path):
 def test_report_without_specs_says_not_measured(tmp_path):
     document, md = written_report(tmp_path, {"beam-target": hand_made_records()["beam-target"]})
     assert document["targets"]["accuracy"]["met"] is None
-    assert "Not measured: this run lacks specs or beam-target." in md
+    assert "Not measured: this run has no `specs` arm." in md
+    records = hand_made_records()
+    _, md = written_report(tmp_path, {"specs@k=2": records["specs"], "greedy-target": records["beam-target"]})
+    assert ("Not measured: this run has no `specs` arm and no `beam-target` arm (these targets are for `specs` as "
+            "the preset sets it; its other arms are in the table above).") in md
 
 
 def test_no_plot_without_matplotlib(tmp_path, monkeypatch):
