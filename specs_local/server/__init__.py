@@ -4,10 +4,7 @@
                                 parameters travel in an extension object "specs"
     GET  /v1/models, /health, /metrics
 
-Before any route, ``RequestGuard`` refuses what a web page could send: a Host that
-is not this server's (DNS rebinding), a browser Origin not allowed by
-``--allowed-origins``, and a POST whose body is not declared JSON (a "simple"
-request, which a browser sends cross-origin without asking first).
+Before any route, ``access.RequestGuard`` refuses what a web page could send (see there).
 
 The engine holds one llama.cpp context per model, so one search runs at a time,
 in one worker thread, through ``Solver.stream``; other requests wait in a
