@@ -21,7 +21,7 @@ from specs_local.answers import grade_many
 from specs_local.output_log import read_log
 from specs_local.report import sign_test
 from specs_local.search.beam import choose_answer
-from specs_local.search.common import BEAM_ANSWERS
+from specs_local.search.config import BEAM_ANSWERS
 
 
 def pool_of(record: dict) -> tuple[list, list[float], list[bool]]:

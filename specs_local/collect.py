@@ -34,7 +34,8 @@ from .engine import Model, Sequence
 from .errors import SpecsError
 from .output_log import OutputLog
 from .problems import Problem
-from .search.common import SearchConfig, sampler, start
+from .search.common import sampler, start
+from .search.config import SearchConfig
 
 SOURCES = ("target", "draft")
 

@@ -98,7 +98,7 @@ def test_bad_input_is_one_line_and_nonzero(args, message, models_args):
 def test_the_cli_spells_the_methods_and_beam_answers_the_searches_have():
     from specs_local import cli
     from specs_local.search import ALIASES, STRATEGIES
-    from specs_local.search.common import BEAM_ANSWERS
+    from specs_local.search.config import BEAM_ANSWERS
 
     assert sorted(cli.METHODS) == sorted({*STRATEGIES, *ALIASES}) and cli.BEAM_ANSWERS == BEAM_ANSWERS
     from specs_local.engine.repack import MODES

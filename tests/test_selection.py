@@ -228,6 +228,15 @@ def test_the_rules_script_recomputes_a_runs_choices_and_replays_early_stopping(t
     assert "recomputed choices that differ from the recorded ones: 0" in done.stdout
     bars = figures["early_stopping"]["bars"]
     assert bars and all(0 <= b["rows_saved"] <= figures["early_stopping"]["total_rows"] for b in bars)
+    assert bars[-1]["stopped"] >= bars[0]["stopped"]  # a higher bar stops more
+
+    # The first candidate alone: every rule must give it, so each solves what one sample did.
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "selection_rules.py"), str(log), "--first", "1",
+                           "--json", str(tmp_path / "first.json")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    first = json.loads((tmp_path / "first.json").read_text())
+    assert first["first"] == 1 and first["oracle"] == first["one_sample"] <= figures["oracle"]
+    assert {rule["solved"] for rule in first["rules"].values()} == {first["oracle"]}
 
 
 def test_the_rules_script_replays_a_consensus_stop_as_a_run_with_it_answers(tiny_models, data_dir, tmp_path,
@@ -255,17 +264,10 @@ def test_the_rules_script_replays_a_consensus_stop_as_a_run_with_it_answers(tiny
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     figures = json.loads((tmp_path / "rules.json").read_text())
-    runs = {arm: [json.loads(line) for line in (out / f"{arm}.jsonl").read_text().splitlines()] for arm in (full, stopped)}
-    assert [r["settings"]["consensus"] for r in runs[stopped]] == [2] * 4
+    runs = {arm: [json.loads(line) for line in (out / f"{arm}.jsonl").read_text().splitlines()]
+            for arm in (full, stopped)}
+    assert [r["stats"]["settings"]["consensus"] for r in runs[stopped]] == [2] * 4
     assert figures["rules"]["majority"]["solved"] == sum(r["correct"] for r in runs[stopped])
     kept = sum(c["tokens"] for r in runs[stopped] for c in r["selection"]["candidates"])
     assert figures["consensus_rows"]["kept"] == kept < figures["consensus_rows"]["rows"]
-    assert bars[-1]["stopped"] >= bars[0]["stopped"]  # a higher bar stops more
 
-    # The first candidate alone: every rule must give it, so each solves what one sample did.
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "selection_rules.py"), str(log), "--first", "1",
-                           "--json", str(tmp_path / "first.json")], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    first = json.loads((tmp_path / "first.json").read_text())
-    assert first["first"] == 1 and first["oracle"] == first["one_sample"] <= figures["oracle"]
-    assert {rule["solved"] for rule in first["rules"].values()} == {first["oracle"]}

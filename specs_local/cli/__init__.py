@@ -89,7 +89,7 @@ def main(ctx: click.Context, config_path: Path | None) -> None:
 
 def search_options(func):
     """The flags every front end that runs searches shares. Their bounds are SearchConfig's
-    (search/common.py, one place for the CLI, the Python API and the server), checked before
+    (search/config.py, one place for the CLI, the Python API and the server), checked before
     any model loads."""
     options = [
         click.option("--preset", default="small", show_default=True, help="Model preset (see `specs-local models list`)."),

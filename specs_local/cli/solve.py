@@ -92,7 +92,7 @@ def solve(problem, file, as_json, **opts):
     try:
         result = solver.solve(text, on_step=on_step)
     except KeyboardInterrupt:
-        from ..search.common import SearchResult
+        from ..search.results import SearchResult
 
         partial = SearchResult(solver.method, "".join(s.text for s in steps), None, steps, {}, "interrupted")
         if as_json:

@@ -5,7 +5,9 @@ they become final and returns a ``SearchResult``.
 """
 from .beam import beam_draft, beam_target
 from .best_of_n import best_of_n
-from .common import Models, SearchConfig, SearchResult, Step, run
+from .common import Models, run
+from .config import SearchConfig
+from .results import SearchResult, Step
 from .greedy import greedy_draft, greedy_target
 from .rsd import rsd
 from .specs import specs

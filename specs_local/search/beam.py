@@ -26,8 +26,9 @@ from ..answers import extract_boxed, votes
 from ..engine import Generation, Sequence
 from ..errors import ContextFullError
 from ..selection import Candidate, choose, is_vetoed, selection_extra, solution_scores
-from .common import (Models, SearchConfig, SearchGenerator, Step, Tracker, no_room_for_a_step, propose_many,
-                     reached_max_tokens, solution_tokens, start, texts)
+from .common import Models, no_room_for_a_step, propose_many, reached_max_tokens, solution_tokens, start, texts
+from .config import SearchConfig
+from .results import SearchGenerator, Step, Tracker
 
 
 @dataclass

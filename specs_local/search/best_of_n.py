@@ -17,8 +17,9 @@ from ..answers import extract_boxed
 from ..engine import STEP_DELIMITER, Generation
 from ..errors import ContextFullError
 from ..selection import Candidate, agreed, choose, is_vetoed, selection_extra, solution_scores
-from .common import (Models, SearchConfig, SearchGenerator, Step, Tracker, no_room_for_a_step, propose, sample_rngs,
-                     start, stopping)
+from .common import Models, no_room_for_a_step, propose, sample_rngs, start, stopping
+from .config import SearchConfig
+from .results import SearchGenerator, Step, Tracker
 
 
 def best_of_n(problem: str, models: Models, config: SearchConfig) -> SearchGenerator:

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import Models, SearchConfig, SearchGenerator, Step, Tracker, adopt, propose, solution_tokens, step_by_step
+from .common import Models, adopt, propose, solution_tokens, step_by_step
+from .config import SearchConfig
+from .results import SearchGenerator, Step, Tracker
 
 
 def greedy(problem: str, models: Models, config: SearchConfig, role: str = "target") -> SearchGenerator:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import (Models, SearchConfig, SearchGenerator, Step, Tracker, adopt, propose, solution_tokens, step_by_step,
-                     texts)
+from .common import Models, adopt, propose, solution_tokens, step_by_step, texts
+from .config import SearchConfig
+from .results import SearchGenerator, Step, Tracker
 
 
 def rsd(problem: str, models: Models, config: SearchConfig) -> SearchGenerator:

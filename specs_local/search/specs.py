@@ -38,8 +38,10 @@ from ..engine.generation import window_confidence
 from ..errors import ContextFullError
 from ..sampling import softmax
 from ..selection import Candidate, choose, is_vetoed, selection_extra, solution_scores
-from .common import (Models, SearchConfig, SearchGenerator, Step, Tracker, adopt, no_room_for_a_step, propose_many,
-                     reached_max_tokens, sample_rngs, solution_tokens, start, texts)
+from .common import (Models, adopt, no_room_for_a_step, propose_many, reached_max_tokens, sample_rngs, solution_tokens,
+                     start, texts)
+from .config import SearchConfig
+from .results import SearchGenerator, Step, Tracker
 
 
 class Mode(Enum):

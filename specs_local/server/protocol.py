@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import SettingError
 from ..search import ALIASES, STRATEGIES, SearchConfig, SearchResult, Step
-from ..search.common import BEAM_ANSWERS
+from ..search.config import BEAM_ANSWERS
 from ..selection import RULES
 from ..solver import Solver
 
