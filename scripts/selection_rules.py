@@ -149,7 +149,8 @@ def main(argv=None) -> int:
         out["consensus_rows"] = {"rows": rows, "kept": kept, "saved": 1 - kept / rows}
         print(f"consensus stop at {args.consensus} votes replayed: {kept} of {rows} target rows decoded "
               f"({1 - kept / rows:.1%} saved)")
-    print(f"one sample (mean over candidates): {one_sample:.1f}; any candidate right (oracle): {oracle}")
+    print(f"one sample (mean over candidates): {one_sample:.1f}; any candidate right (oracle): {oracle}; "
+          f"target rows sampled by the candidates: {sum(r['rows_kept'] for r in records)}")
     print("| rule | solved | 95% interval | gained / lost against `logprob` (sign test p) |")
     print("|---|---|---|---|")
     base = {r["id"]: r["right"][choose([from_record(c) for c in r["selection"]["candidates"]], "logprob")]
@@ -164,7 +165,8 @@ def main(argv=None) -> int:
         figures.update(gained=gained, lost=lost, p=sign_test(gained, lost))
         print(f"| {name} | {figures['solved']}/{n} = {figures['solved'] / n:.0%} | [{low:.0%}, {high:.0%}] | "
               f"+{gained} / -{lost} (p {figures['p']:.2f}) |")
-    out.update(mismatches=mismatches, one_sample=one_sample, oracle=oracle, rules=table)
+    out.update(mismatches=mismatches, one_sample=one_sample, oracle=oracle, rules=table,
+               rows=sum(r["rows_kept"] for r in records))
 
     traced = all("confidence" in c for r in records for c in r["selection"]["candidates"])
     lows = [min(np.convolve(c["confidence"], np.ones(args.stop_window), mode="valid") / args.stop_window)

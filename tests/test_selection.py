@@ -269,5 +269,5 @@ def test_the_rules_script_replays_a_consensus_stop_as_a_run_with_it_answers(tiny
     assert [r["stats"]["settings"]["consensus"] for r in runs[stopped]] == [2] * 4
     assert figures["rules"]["majority"]["solved"] == sum(r["correct"] for r in runs[stopped])
     kept = sum(c["tokens"] for r in runs[stopped] for c in r["selection"]["candidates"])
-    assert figures["consensus_rows"]["kept"] == kept < figures["consensus_rows"]["rows"]
+    assert figures["consensus_rows"]["kept"] == figures["rows"] == kept < figures["consensus_rows"]["rows"]
 
