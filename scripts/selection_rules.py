@@ -16,8 +16,11 @@ replays early stopping (DeepConf's online mode): at each bar (a percentile of th
 lowest windowed confidence over all problems) a candidate stops at the first window below it,
 its tokens after that point are rows saved, and it leaves the choice as an unfinished solution.
 Each sample draws from its own random stream, so a stopped sample leaves the others as they
-were: the replay is what the run with that bar would have done, save for the small changes a
-smaller batch can make to llama.cpp's arithmetic.
+were, save for what a smaller batch changes in llama.cpp's arithmetic. That is not always small:
+on a real model one flipped token in a few hundred makes another solution, and a consensus-stop
+run drew other samples than the full run's first ones on 36 of 40 problems
+(docs/results/gsm8k-train-consensus/). A replay is the same policy on samples of the same
+distribution; it agrees with a run in the aggregate, not problem by problem.
 
 For the same reason ``--first K`` keeps each record's first K candidates only: from best-of-n at
 n = 4 it replays best-of-n at n = K (sample i draws from the same stream whatever n is), which

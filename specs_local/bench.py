@@ -237,7 +237,8 @@ def report(records_by_method: dict[str, list[dict]], out_dir: Path, *, command: 
     for name, prof in [("this machine", profile)] + [("elsewhere", p) for p in other_profiles]:
         if prof is None:
             continue
-        notes.append(_speculation_paragraph(prof, records_by_method, model_map, speculation_ratio))
+        if any(parse_arm(label)[0] == "specs" for label in records_by_method):
+            notes.append(_speculation_paragraph(prof, records_by_method, model_map, speculation_ratio))
         predicted = predict_ratio_on(prof, records_by_method, baseline=baseline,
                                      model_map=None if prof is profile else model_map)
         if name == "elsewhere":

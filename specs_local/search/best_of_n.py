@@ -6,8 +6,10 @@ would have stopped. The rule ``select`` picks the answer; the result's ``extra``
 sample's answer and scores, from which scripts/selection_rules.py recomputes every rule.
 
 With a consensus stop (``consensus``), the samples are drawn in turns, and none is drawn once
-enough finished samples agree. The same streams make sample i the same whichever turn draws it,
-so a run that draws all n shows what the stop would have answered.
+enough finished samples agree. Sample i draws from the same stream whichever turn draws it, but
+llama.cpp's arithmetic can differ with the batch's shape, so on a real model it may sample other
+tokens: a replay from a run that drew all n (``drawn``) is the same policy on other samples of
+the same distribution (docs/results/gsm8k-train-consensus/).
 """
 from __future__ import annotations
 
@@ -74,7 +76,7 @@ def turns(n: int, consensus: int) -> list[range]:
 
 def drawn(candidates: list[Candidate], consensus: int, veto: bool = True) -> int:
     """How many of these samples, in order, a consensus stop would have drawn (a replay from a
-    run that drew them all: sample i is the same whichever turn draws it)."""
+    run that drew them all)."""
     end = 0
     for turn in turns(len(candidates), consensus):
         end = turn.stop
