@@ -322,7 +322,8 @@ def test_the_packaged_presets_are_complete():
     assert small.model("reward") == small.model("target")
     assert small.reward_kind == "calculator+probe" and small.roles["reward"].probe_head.is_file()
     assert small.search_defaults == {"n": 4, "beta": 5.0, "tau_reject": 3.35, "tau_switch": 0.69,  # tuned for the probe
-                                     "select": "vote-reward", "greedy_candidate": True}
+                                     "select": "vote-reward", "greedy_candidate": True,
+                                     "consensus": 0}  # refused by docs/results/gsm8k-train-consensus/RULE.md
     assert small.method == "best-of-n"  # chosen on gsm8k-train (docs/results/gsm8k-train-60-selection/)
     assert len(small.model("draft").bundle.parts) == 6
     assert len(small.model("target").bundle.parts) == 22
