@@ -1,9 +1,10 @@
 """Best-of-N: N whole solutions sampled in one batch, one chosen among them (selection.py).
 
 Each sample draws from its own random stream, so a sample stopped early for low confidence
-(``stop_confidence``) changes nothing in the others: a run without stopping shows what any bar
-would have stopped. The rule ``select`` picks the answer; the result's ``extra`` keeps every
-sample's answer and scores, from which scripts/selection_rules.py recomputes every rule.
+(``stop_confidence``) changes nothing in the others but the batch's shape: a run without
+stopping shows what a bar would have stopped, on samples of the same distribution (below).
+The rule ``select`` picks the answer; the result's ``extra`` keeps every sample's answer and
+scores, from which scripts/selection_rules.py recomputes every rule.
 
 With a consensus stop (``consensus``), the samples are drawn in turns, and none is drawn once
 enough finished samples agree. Sample i draws from the same stream whichever turn draws it, but
@@ -34,18 +35,18 @@ def best_of_n(problem: str, models: Models, config: SearchConfig) -> SearchGener
     try:
         head = start(model, problem, config)
         for turn in turns(config.n, config.consensus):
-            kids, drawn = propose(model, head, len(turn), config, [rngs[i] for i in turn], last=True,
-                                  stop_below=stopping(config))
+            kids, samples = propose(model, head, len(turn), config, [rngs[i] for i in turn], last=True,
+                                    stop_below=stopping(config))
             try:
-                live = [i for i, g in enumerate(drawn) if g.finish != "low_confidence"]  # stopped ones are released
-                rewards = np.full(len(drawn), np.nan)
+                live = [i for i, g in enumerate(samples) if g.finish != "low_confidence"]  # stopped: released
+                rewards = np.full(len(samples), np.nan)
                 if live:
-                    rewards[live] = reward.score(problem, [], [drawn[i].text for i in live],
+                    rewards[live] = reward.score(problem, [], [samples[i].text for i in live],
                                                  contexts=[kids[i] for i in live])
             finally:
                 model.release_all(kids)
-            gens += drawn
-            candidates += [candidate(g, r) for g, r in zip(drawn, rewards)]
+            gens += samples
+            candidates += [candidate(g, r) for g, r in zip(samples, rewards)]
             if config.consensus and agreed(candidates, config.consensus, config.veto):
                 break
     except ContextFullError as error:  # its one step is its first
@@ -57,8 +58,7 @@ def best_of_n(problem: str, models: Models, config: SearchConfig) -> SearchGener
     chosen = choose(candidates, config.select, veto=config.veto)
     g, chosen_reward = gens[chosen], candidates[chosen].scores["reward"]
     step = Step(text=g.text, source="target", reward=None if np.isnan(chosen_reward) else chosen_reward,
-                target_logprob=g.mean_logprob,
-                candidates=len(gens), tokens=len(g.tokens), ends_turn=g.finish == "eog")
+                target_logprob=g.mean_logprob, candidates=len(gens), tokens=len(g.tokens), ends_turn=g.finish == "eog")
     yield step
     extra = selection_extra(candidates, config.select, chosen, config.veto)
     cut = "max_tokens" if config.max_tokens is not None and len(g.tokens) >= config.max_tokens else "max_steps"

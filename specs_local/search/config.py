@@ -20,7 +20,8 @@ BEAM_ANSWERS = ("best", "weighted", "majority", "select")
 MIN_TEMPERATURE, MAX_TEMPERATURE = 0.01, 2.0  # or 0, greedy; OpenAI's API stops at 2 too
 MAX_BETA = 1000.0  # in magnitude: the rewards are probabilities, the tuned betas 2 to 20
 WHOLE_NUMBERS = {"n": (1, 64), "consensus": (0, 64), "beam_width": (1, 64), "k": (1, 64), "window": (1, 1 << 20),
-                 "max_steps": (1, 100_000), "max_step_tokens": (1, 1 << 20), "final_step_tokens": (1, 1 << 20), "seed": (0, None)}
+                 "max_steps": (1, 100_000), "max_step_tokens": (1, 1 << 20), "final_step_tokens": (1, 1 << 20),
+                 "seed": (0, None)}
 THRESHOLDS = ("tau_reject", "tau_switch", "rsd_delta")  # only compared: -inf or inf mean always or never
 
 
