@@ -133,7 +133,9 @@ def main(argv=None) -> int:
         return 1
     grade_candidates(records)
     n = len(records)
-    out = {"logs": [str(p) for p in args.logs], "problems": n, "first": args.first, "consensus": args.consensus}
+    rows_kept = sum(r["rows_kept"] for r in records)
+    out = {"logs": [str(p) for p in args.logs], "problems": n, "first": args.first, "consensus": args.consensus,
+           "rows": rows_kept}
     replayed = args.first is not None or args.consensus
     # With fewer candidates than the run had, its own choice is not comparable.
     mismatches = [r["id"] for r in records if not replayed and r["selection"]["select"] in RULES and
@@ -148,12 +150,12 @@ def main(argv=None) -> int:
           (f"recomputed choices that differ from the recorded ones: {len(mismatches)} {mismatches[:5]}"
            if not replayed else "fewer candidates than it had, so not checked against it"))
     if args.consensus:
-        rows, kept = sum(r["rows"] for r in records), sum(r["rows_kept"] for r in records)
-        out["consensus_rows"] = {"rows": rows, "kept": kept, "saved": 1 - kept / rows}
-        print(f"consensus stop at {args.consensus} votes replayed: {kept} of {rows} target rows decoded "
-              f"({1 - kept / rows:.1%} saved)")
+        rows = sum(r["rows"] for r in records)
+        out["consensus_rows"] = {"rows": rows, "kept": rows_kept, "saved": 1 - rows_kept / rows}
+        print(f"consensus stop at {args.consensus} votes replayed: {rows_kept} of {rows} target rows decoded "
+              f"({1 - rows_kept / rows:.1%} saved)")
     print(f"one sample (mean over candidates): {one_sample:.1f}; any candidate right (oracle): {oracle}; "
-          f"target rows sampled by the candidates: {sum(r['rows_kept'] for r in records)}")
+          f"target rows sampled by the candidates: {rows_kept}")
     print("| rule | solved | 95% interval | gained / lost against `logprob` (sign test p) |")
     print("|---|---|---|---|")
     base = {r["id"]: r["right"][choose([from_record(c) for c in r["selection"]["candidates"]], "logprob")]
@@ -168,8 +170,7 @@ def main(argv=None) -> int:
         figures.update(gained=gained, lost=lost, p=sign_test(gained, lost))
         print(f"| {name} | {figures['solved']}/{n} = {figures['solved'] / n:.0%} | [{low:.0%}, {high:.0%}] | "
               f"+{gained} / -{lost} (p {figures['p']:.2f}) |")
-    out.update(mismatches=mismatches, one_sample=one_sample, oracle=oracle, rules=table,
-               rows=sum(r["rows_kept"] for r in records))
+    out.update(mismatches=mismatches, one_sample=one_sample, oracle=oracle, rules=table)
 
     traced = all("confidence" in c for r in records for c in r["selection"]["candidates"])
     lows = [min(np.convolve(c["confidence"], np.ones(args.stop_window), mode="valid") / args.stop_window)

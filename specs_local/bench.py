@@ -237,8 +237,8 @@ def report(records_by_method: dict[str, list[dict]], out_dir: Path, *, command: 
     for name, prof in [("this machine", profile)] + [("elsewhere", p) for p in other_profiles]:
         if prof is None:
             continue
-        if any(parse_arm(label)[0] == "specs" for label in records_by_method):
-            notes.append(_speculation_paragraph(prof, records_by_method, model_map, speculation_ratio))
+        if paragraph := _speculation_paragraph(prof, records_by_method, model_map, speculation_ratio):
+            notes.append(paragraph)
         predicted = predict_ratio_on(prof, records_by_method, baseline=baseline,
                                      model_map=None if prof is profile else model_map)
         if name == "elsewhere":
@@ -269,13 +269,15 @@ def report(records_by_method: dict[str, list[dict]], out_dir: Path, *, command: 
     return summary
 
 
-def _speculation_paragraph(profile, records_by_method, model_map, speculation_ratio) -> str:
-    """Whether drafting + scoring is cheaper than a target step on a profile's hardware."""
+def _speculation_paragraph(profile, records_by_method, model_map, speculation_ratio) -> str | None:
+    """Whether drafting + scoring is cheaper than a target step on a profile's hardware (None
+    for a run with no SPECS arm, which has nothing to say of it)."""
+    arms = [label for label in records_by_method if parse_arm(label)[0] == "specs"]  # "specs", "specs@k=2", ...
+    if not arms:
+        return None
     files = {}
-    for label, records in records_by_method.items():
-        if parse_arm(label)[0] != "specs":  # "specs", "specs@k=2", ...: every SPECS arm names the pair
-            continue
-        for record in records:
+    for label in arms:  # every SPECS arm names the pair
+        for record in records_by_method[label]:
             for role, usage in record.get("stats", {}).get("models", {}).items():
                 files[role] = usage["file"]
     if "draft" not in files or "target" not in files:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 # The option names that are SearchConfig fields; the rest name models and engine settings.
 SEARCH_KEYS = ("n", "beam_width", "beam_answer", "temperature", "beta", "tau_reject", "tau_switch", "greedy_candidate",
-               "k", "select", "veto", "stop_confidence", "window", "consensus", "rsd_delta", "max_steps", "max_step_tokens", "seed")
+               "k", "select", "veto", "stop_confidence", "window", "consensus", "rsd_delta", "max_steps",
+               "max_step_tokens", "seed")
 
 
 def engine_from(opts: dict):
