@@ -272,3 +272,53 @@ def test_the_rules_script_replays_a_consensus_stop_as_a_run_with_it_answers(tiny
     kept = sum(c["tokens"] for r in runs[stopped] for c in r["selection"]["candidates"])
     assert figures["consensus_rows"]["kept"] == figures["rows"] == kept < figures["consensus_rows"]["rows"]
 
+
+
+def test_the_rules_script_replays_a_bar_with_the_consensus_stop_as_a_run_with_both_answers(tiny_models, data_dir,
+                                                                                           tmp_path, monkeypatch):
+    """A bar and a consensus stop together, replayed from a traced run that drew every sample: a
+    stopped sample neither votes nor makes the others agree. The replay gives the answers and the
+    rows of a run with both."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from conftest import ROOT
+    from specs_local.cli import main
+
+    monkeypatch.setenv("SPECS_LOCAL_HOME", str(tmp_path / "home"))
+
+    def bench(arm: str, out: Path) -> list[dict]:
+        args = ["bench", str(data_dir / "gsm8k.jsonl"), "--limit", "4", "--methods", arm, "--out", str(out),
+                "--target", str(tiny_models["boxed"]), "--draft", str(tiny_models["boxed-draft"]),
+                "--reward-kind", "calculator", "--max-step-tokens", "12", "--threads", "1", "--no-progress",
+                "--seed", "1", "--trace"]
+        assert CliRunner().invoke(main, args, catch_exceptions=False).exit_code == 0
+        return [json.loads(line) for line in (out / f"{arm}.jsonl").read_text().splitlines()]
+
+    full = "best-of-n@n=4@select=majority"
+    records = bench(full, tmp_path / "full")
+    # At this seed the samples answer 2, 4, 4, 2 in 30, 10, 40 and 20 tokens: the consensus stop
+    # alone draws three. A 35-token window can stop only the 40-token sample, the third, which
+    # leaves no two finished samples agreeing until the fourth. (Its last token ends it whatever
+    # the window ending there says.)
+    lengths = [c["tokens"] for c in records[0]["selection"]["candidates"]]
+    assert lengths == [30, 10, 40, 20]
+    bar = lowest_window(records[0]["trace"]["extra"]["candidates"][2]["confidence"][:-1], 35) + 1e-3
+    both = bench(f"{full}@consensus=2@stop_confidence={bar!r}@window=35", tmp_path / "both")
+    assert [len(r["selection"]["candidates"]) for r in both] == [4] * 4
+    assert [[c["ended"] for c in r["selection"]["candidates"]] for r in both] == [[True, True, False, True]] * 4
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "selection_rules.py"),
+                           str(tmp_path / "full" / f"{full}.jsonl"), "--consensus", "2", "--stop-window", "35",
+                           "--stop-bars", repr(bar), "--json", str(tmp_path / "rules.json")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    given = json.loads((tmp_path / "rules.json").read_text())["early_stopping"]["bars"][-1]
+    assert given["bar"] == bar and given["stopped"] == 4
+    assert given["rules"]["majority"]["solved"] == sum(r["correct"] for r in both)
+    rows = sum(c["tokens"] for r in records for c in r["selection"]["candidates"])
+    decoded = sum(c["tokens"] for r in both for c in r["selection"]["candidates"])
+    assert given["rows_saved"] == rows - decoded > 0
