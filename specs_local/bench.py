@@ -239,8 +239,7 @@ def report(records_by_method: dict[str, list[dict]], out_dir: Path, *, command: 
             continue
         if paragraph := _speculation_paragraph(prof, records_by_method, model_map, speculation_ratio):
             notes.append(paragraph)
-        predicted = predict_ratio_on(prof, records_by_method, baseline=baseline,
-                                     model_map=None if prof is profile else model_map)
+        predicted = predict_ratio_on(prof, records_by_method, baseline=baseline, model_map=model_map)
         if name == "elsewhere":
             ratios = ", ".join(f"{m} {r:.2f}" for m, r in predicted["ratios"].items() if r is not None)
             notes.append(f"Cost model on {predicted['machine']}: predicted latency ratio against {baseline}, "
@@ -282,8 +281,9 @@ def _speculation_paragraph(profile, records_by_method, model_map, speculation_ra
                 files[role] = usage["file"]
     if "draft" not in files or "target" not in files:
         return f"Speculation on {profile['machine']}: no SPECS records to name the draft and target."
-    draft = (model_map or {}).get(files["draft"], files["draft"])
-    target = (model_map or {}).get(files["target"], files["target"])
+    from .costmodel import profile_name
+
+    draft, target = (profile_name(profile, files[role], model_map) for role in ("draft", "target"))
     ratios = {n: speculation_ratio(profile, draft, target, n) for n in (1, 2, 4, 8, 16)}
     shown = ", ".join(f"n={n}: {r:.2f}" for n, r in ratios.items())
     verdict = "cannot pay" if ratios[4] >= 1 else "can pay"

@@ -248,8 +248,14 @@ def rows_call_seconds(model_profile: dict, rows: float) -> float:
     return rows / float(np.interp(rows, sizes, [table[b] for b in sizes]))
 
 
+def profile_name(profile: dict, model_file: str, model_map: dict | None) -> str:
+    """The entry of a profile that prices ``model_file``: its own name where the profile has it,
+    else the name ``model_map`` gives it (a profile of other files, e.g. published figures)."""
+    return model_file if model_file in profile["models"] else (model_map or {}).get(model_file, model_file)
+
+
 def _model_entry(profile: dict, model_file: str, model_map: dict | None) -> dict:
-    name = (model_map or {}).get(model_file, model_file)
+    name = profile_name(profile, model_file, model_map)
     entry = profile["models"].get(name)
     if entry is None:
         raise SpecsError(f"the profile of {profile['machine']} has no model {name}; "

@@ -251,6 +251,23 @@ def test_predicted_ratio_on_other_hardware():
     assert on_gpu["ratios"]["specs"] == pytest.approx(specs / beam)
 
 
+def test_a_model_map_names_only_entries_a_profile_lacks(tmp_path):
+    """A profile measured elsewhere on other files (say, figures published for other models)
+    is priced through --model-map; a profile of the run's own files (this machine's, or
+    another's) keeps their names."""
+    from specs_local.bench import report
+
+    renamed = {**GPU, "models": {"big.gguf": GPU["models"][TARGET], "small.gguf": GPU["models"][DRAFT]}}
+    other_cpu = {**CPU, "machine": "other-cpu"}  # profiled on the run's own files
+    summary = report(cpu_run_records(), tmp_path, command="bench", profile=CPU, other_profiles=[renamed, other_cpu],
+                     model_map={TARGET: "big.gguf", DRAFT: "small.gguf"}, baseline="beam-target")
+    notes = " ".join(summary["notes"])
+    assert all(f"Speculation on {machine}" in notes for machine in ("cpu-2", "gpu", "other-cpu"))
+    assert "Cost model on other-cpu" in notes
+    assert f"Cost model on gpu: predicted latency ratio against beam-target, replaying these runs' step " \
+           f"statistics: specs {predict_ratio_on(GPU, cpu_run_records())['ratios']['specs']:.2f}" in notes
+
+
 def test_predicted_ratio_is_none_without_the_baseline():
     runs = cpu_run_records()
     assert predict_ratio_on(GPU, {"specs": runs["specs"]})["ratios"] == {"specs": None}
