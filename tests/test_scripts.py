@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT
 
 
@@ -108,3 +109,45 @@ def test_frontier_pools_accuracy_and_takes_latency_within_each_run(tmp_path):
     assert figures["frontier"] == ["greedy-target", "best-of-n"]  # specs is slower and no more accurate
     assert (tmp_path / "f.png").stat().st_size > 0
     assert "| best-of-n | 3/3 = 100% |" in run.stdout
+
+
+BATCHED_BENCH = """main: n_kv_max = 20000, n_batch = 2048, n_ubatch = 1024, flash_attn = 1, is_pp_shared = 0
+
+|    PP |     TG |    B |   N_KV |   T_PP s | S_PP t/s |   T_TG s | S_TG t/s |      T s |    S t/s |
+|-------|--------|------|--------|----------|----------|----------|----------|----------|----------|
+|   512 |     32 |    1 |    544 |    0.100 |  5120.00 |    0.400 |    80.00 |    0.500 |  1088.00 |
+|   512 |     32 |    4 |   2176 |    0.400 |  5120.00 |    0.512 |   250.00 |    0.912 |  2385.96 |
+|  4096 |     32 |    1 |   4128 |    1.024 |  4000.00 |    0.500 |    64.00 |    1.524 |  2708.66 |
+|  4096 |     32 |    4 |  16512 |    4.096 |  4000.00 |    0.640 |   200.00 |    4.736 |  3486.49 |
+"""
+
+
+def test_batched_bench_profile_turns_llama_cpp_tables_into_a_profile_the_cost_model_reads(tmp_path):
+    from specs_local.costmodel import load_profile, rows_call_seconds
+
+    (tmp_path / "big.md").write_text(BATCHED_BENCH)
+    out = tmp_path / "profile.json"
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "batched_bench_profile.py"),
+                           f"big={tmp_path / 'big.md'}", "--machine", "a GPU", "--source", "a paste", "--out", str(out)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    profile = load_profile(out)
+    assert profile["machine"] == "a GPU" and profile["n_gpu_layers"] == -1 and profile["source"] == "a paste"
+    big = profile["models"]["big"]
+    assert big["decode_tps"] == {"1": 80.0, "4": 250.0}  # at the smallest PP
+    assert big["prefill_tps"] == 5120.0
+    assert big["prefill_tps_by_batch"] == {"512": 5120.0, "1024": 5120.0}  # 4 x 512 rows, in calls of n_ubatch
+    # A row of a 4-wide decode: 0.512 / 128 s at 512 cells, 0.640 / 128 at 4096; read at PP + TG / 2 cells.
+    assert big["decode_row_seconds_by_depth"] == {"528": 0.0, "4112": 0.001}
+    assert big["prefill_row_seconds_by_depth"] == pytest.approx({"256": 0.0, "2048": 1.024 / 4096 - 0.100 / 512},
+                                                                abs=1e-9)  # a prefill row, B = 1, at PP / 2 cells
+    assert rows_call_seconds(big, 4) == 4 / 250.0
+
+
+def test_batched_bench_profile_refuses_a_file_without_a_table_in_one_line(tmp_path):
+    (tmp_path / "empty.md").write_text("llama-batched-bench crashed\n")
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "batched_bench_profile.py"),
+                           f"big={tmp_path / 'empty.md'}", "--machine", "m", "--out", str(tmp_path / "p.json")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1 and "no llama-batched-bench rows" in done.stderr
+    assert not (tmp_path / "p.json").exists()
