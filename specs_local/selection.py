@@ -81,11 +81,17 @@ def is_vetoed(steps: list[str]) -> bool:
     return any(check_step(step) == REWARD_FALSE for step in steps)
 
 
+def _counting(veto: bool) -> tuple:
+    """What makes a candidate count, in the order ``eligible`` gives it up: it ended, it is not
+    vetoed, it has an answer."""
+    return (lambda c: c.ended, lambda c: not (veto and c.vetoed), lambda c: c.answer is not None)
+
+
 def eligible(candidates: list[Candidate], veto: bool = True) -> list[int]:
-    """The candidates a rule may choose: ended, not vetoed, with an answer; each condition
-    dropped in turn (the answer last) when it would leave none."""
+    """The candidates a rule may choose: those that count; each condition dropped in turn (the
+    answer last) when it would leave none."""
     pool = list(range(len(candidates)))
-    for keep in (lambda c: c.ended, lambda c: not (veto and c.vetoed), lambda c: c.answer is not None):
+    for keep in _counting(veto):
         narrowed = [i for i in pool if keep(candidates[i])]
         pool = narrowed or pool
     return pool
@@ -95,7 +101,7 @@ def agreed(candidates: list[Candidate], votes: int, veto: bool = True) -> bool:
     """Whether ``votes`` candidates that count (ended, not vetoed, with an answer) give one answer."""
     counts: dict[str, int] = {}
     for c in candidates:
-        if c.ended and not (veto and c.vetoed) and c.answer is not None:
+        if all(keep(c) for keep in _counting(veto)):
             key = normalize_answer(c.answer)
             counts[key] = counts.get(key, 0) + 1
     return max(counts.values(), default=0) >= votes
