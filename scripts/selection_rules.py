@@ -15,6 +15,9 @@ With traced records (`bench --trace`, which keep each candidate's per-token conf
 replays early stopping (DeepConf's online mode): at each bar (a percentile of the candidates'
 lowest windowed confidence over all problems) a candidate stops at the first window below it,
 its tokens after that point are rows saved, and it leaves the choice as an unfinished solution.
+That is how best-of-n's samples stop (the engine checks after every token). SPECS' chains check
+only at the end of each step, over the step's last window, so for SPECS records the replay stops
+chains sooner and more often than a run would: its rows saved are an upper bound there.
 Each sample draws from its own random stream, so a stopped sample leaves the others as they
 were, save for what a smaller batch changes in llama.cpp's arithmetic. That is not always small:
 on a real model one flipped token in a few hundred makes another solution, and a consensus-stop
