@@ -149,7 +149,10 @@ def main(argv=None) -> int:
         parser.error("--first must be at least 1")
     if args.consensus < 0:
         parser.error("--consensus must be at least 0")
-    bars = [float(b) for b in args.stop_bars.split(",")] if args.stop_bars else []
+    try:
+        bars = [float(b) for b in args.stop_bars.split(",")] if args.stop_bars else []
+    except ValueError:
+        parser.error(f"--stop-bars takes numbers separated by commas, not {args.stop_bars!r}")
     pool = load(args.logs, args.first)  # every candidate the run drew, for the replays below
     if not pool:
         print("no records with candidates and a gold answer", file=sys.stderr)

@@ -322,3 +322,8 @@ def test_the_rules_script_replays_a_bar_with_the_consensus_stop_as_a_run_with_bo
     rows = sum(c["tokens"] for r in records for c in r["selection"]["candidates"])
     decoded = sum(c["tokens"] for r in both for c in r["selection"]["candidates"])
     assert given["rows_saved"] == rows - decoded > 0
+    refused = subprocess.run([sys.executable, str(ROOT / "scripts" / "selection_rules.py"),
+                              str(tmp_path / "full" / f"{full}.jsonl"), "--stop-bars", "8,high"],
+                             capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "--stop-bars takes numbers" in refused.stderr
+    assert "Traceback" not in refused.stderr
