@@ -77,7 +77,8 @@ def test_profile_measures_prefill_decode_and_cost_by_depth_and_stores_them(tiny_
             "--threads", "1", "--out", str(out)]
     result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert "extra ms per row by cells read" in result.output and "stored:" in result.output
+    assert "extra ms per row by cells read" in result.output
+    assert f"stored: {tmp_path / 'home' / 'profiles'}" in result.output and "PosixPath" not in result.output
     from specs_local.costmodel import find_profile
 
     profile = json.loads(out.read_text())

@@ -148,7 +148,7 @@ def profile(preset, models, batches, repeats, threads, n_gpu_layers, cpu_repack,
     result = profile_models(paths, threads=threads, n_gpu_layers=n_gpu_layers, cpu_repack=cpu_repack, batches=sizes,
                             repeats=repeats, on_model=show)
     stored = store_profile(result)
-    click.echo(f"stored: {stored}")
+    click.echo(f"stored: {', '.join(str(p) for p in stored)}")
     if out_file is not None:
         save_profile(result, out_file)
         click.echo(f"written: {out_file}")
