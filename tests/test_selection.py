@@ -1,10 +1,15 @@
 """The solution-level selector, SPECS with k chains, and early stopping by confidence."""
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ROOT
 
 from specs_local.errors import SpecsError
 from specs_local.sampling import SamplerParams, token_confidence
@@ -196,30 +201,38 @@ def test_a_consensus_stop_draws_no_sample_once_two_agree(boxed, seed, draws):
     assert boxed.models.target.live_sequences == []
 
 
-def test_the_rules_script_recomputes_a_runs_choices_and_replays_early_stopping(tiny_models, data_dir, tmp_path,
-                                                                               monkeypatch):
-    import json
-    import subprocess
-    import sys
-
+def bench_boxed(tiny_models, data_dir, out: Path, methods: str, *extra: str) -> None:
+    """`specs-local bench` of the boxed tiny models on 4 problems, as a user runs it."""
     from click.testing import CliRunner
 
-    from conftest import ROOT
     from specs_local.cli import main
 
+    args = ["bench", str(data_dir / "gsm8k.jsonl"), "--limit", "4", "--methods", methods, "--out", str(out),
+            "--target", str(tiny_models["boxed"]), "--draft", str(tiny_models["boxed-draft"]),
+            "--reward-kind", "calculator", "--max-step-tokens", "12", "--threads", "1", "--no-progress", *extra]
+    assert CliRunner().invoke(main, args, catch_exceptions=False).exit_code == 0
+
+
+def records_of(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def selection_rules(*args) -> subprocess.CompletedProcess:
+    """scripts/selection_rules.py, run as a user runs it."""
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "selection_rules.py"), *map(str, args)],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_the_rules_script_recomputes_a_runs_choices_and_replays_early_stopping(tiny_models, data_dir, tmp_path,
+                                                                               monkeypatch):
     monkeypatch.setenv("SPECS_LOCAL_HOME", str(tmp_path / "home"))
     out = tmp_path / "run"
-    args = ["bench", str(data_dir / "gsm8k.jsonl"), "--limit", "4", "--methods", "best-of-n@n=4@select=majority",
-            "--out", str(out), "--target", str(tiny_models["boxed"]), "--draft", str(tiny_models["boxed-draft"]),
-            "--reward-kind", "calculator", "--max-step-tokens", "12", "--threads", "1", "--no-progress", "--trace"]
-    assert CliRunner().invoke(main, args, catch_exceptions=False).exit_code == 0
+    bench_boxed(tiny_models, data_dir, out, "best-of-n@n=4@select=majority", "--trace")
     log = out / "best-of-n@n=4@select=majority.jsonl"
-    records = [json.loads(line) for line in log.read_text().splitlines()]
+    records = records_of(log)
     assert all(len(r["selection"]["candidates"]) == 4 and "confidence" not in r["selection"]["candidates"][0]
                for r in records)  # every record keeps the scores; only the trace keeps per-token confidence
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "selection_rules.py"), str(log),
-                           "--json", str(tmp_path / "rules.json"), "--stop-window", "4"],
-                          capture_output=True, text=True, timeout=300)
+    done = selection_rules(log, "--json", tmp_path / "rules.json", "--stop-window", "4")
     assert done.returncode == 0, done.stderr
     figures = json.loads((tmp_path / "rules.json").read_text())
     assert figures["problems"] == 4 and figures["mismatches"] == []
@@ -231,8 +244,7 @@ def test_the_rules_script_recomputes_a_runs_choices_and_replays_early_stopping(t
     assert bars[-1]["stopped"] >= bars[0]["stopped"]  # a higher bar stops more
 
     # The first candidate alone: every rule must give it, so each solves what one sample did.
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "selection_rules.py"), str(log), "--first", "1",
-                           "--json", str(tmp_path / "first.json")], capture_output=True, text=True, timeout=300)
+    done = selection_rules(log, "--first", "1", "--json", tmp_path / "first.json")
     assert done.returncode == 0, done.stderr
     first = json.loads((tmp_path / "first.json").read_text())
     assert first["first"] == 1 and first["oracle"] == first["one_sample"] <= figures["oracle"]
@@ -243,35 +255,18 @@ def test_the_rules_script_replays_a_consensus_stop_as_a_run_with_it_answers(tiny
                                                                             monkeypatch):
     """Replayed from a run that drew every sample, the consensus stop gives the answers a run with
     it gave, and the rows it would have saved."""
-    import json
-    import subprocess
-    import sys
-
-    from click.testing import CliRunner
-
-    from conftest import ROOT
-    from specs_local.cli import main
-
     monkeypatch.setenv("SPECS_LOCAL_HOME", str(tmp_path / "home"))
     out = tmp_path / "run"
     full, stopped = "best-of-n@n=4@select=majority", "best-of-n@n=4@select=majority@consensus=2"
-    args = ["bench", str(data_dir / "gsm8k.jsonl"), "--limit", "4", "--methods", f"{full},{stopped}",
-            "--out", str(out), "--target", str(tiny_models["boxed"]), "--draft", str(tiny_models["boxed-draft"]),
-            "--reward-kind", "calculator", "--max-step-tokens", "12", "--threads", "1", "--no-progress",
-            "--seed", "1"]  # at this seed two of the first three samples agree
-    assert CliRunner().invoke(main, args, catch_exceptions=False).exit_code == 0
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "selection_rules.py"), str(out / f"{full}.jsonl"),
-                           "--consensus", "2", "--json", str(tmp_path / "rules.json")],
-                          capture_output=True, text=True, timeout=300)
+    bench_boxed(tiny_models, data_dir, out, f"{full},{stopped}", "--seed", "1")  # two of the first three agree
+    done = selection_rules(out / f"{full}.jsonl", "--consensus", "2", "--json", tmp_path / "rules.json")
     assert done.returncode == 0, done.stderr
     figures = json.loads((tmp_path / "rules.json").read_text())
-    runs = {arm: [json.loads(line) for line in (out / f"{arm}.jsonl").read_text().splitlines()]
-            for arm in (full, stopped)}
+    runs = {arm: records_of(out / f"{arm}.jsonl") for arm in (full, stopped)}
     assert [r["stats"]["settings"]["consensus"] for r in runs[stopped]] == [2] * 4
     assert figures["rules"]["majority"]["solved"] == sum(r["correct"] for r in runs[stopped])
     kept = sum(c["tokens"] for r in runs[stopped] for c in r["selection"]["candidates"])
     assert figures["consensus_rows"]["kept"] == figures["rows"] == kept < figures["consensus_rows"]["rows"]
-
 
 
 def test_the_rules_script_replays_a_bar_with_the_consensus_stop_as_a_run_with_both_answers(tiny_models, data_dir,
@@ -279,28 +274,10 @@ def test_the_rules_script_replays_a_bar_with_the_consensus_stop_as_a_run_with_bo
     """A bar and a consensus stop together, replayed from a traced run that drew every sample: a
     stopped sample neither votes nor makes the others agree. The replay gives the answers and the
     rows of a run with both."""
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    from click.testing import CliRunner
-
-    from conftest import ROOT
-    from specs_local.cli import main
-
     monkeypatch.setenv("SPECS_LOCAL_HOME", str(tmp_path / "home"))
-
-    def bench(arm: str, out: Path) -> list[dict]:
-        args = ["bench", str(data_dir / "gsm8k.jsonl"), "--limit", "4", "--methods", arm, "--out", str(out),
-                "--target", str(tiny_models["boxed"]), "--draft", str(tiny_models["boxed-draft"]),
-                "--reward-kind", "calculator", "--max-step-tokens", "12", "--threads", "1", "--no-progress",
-                "--seed", "1", "--trace"]
-        assert CliRunner().invoke(main, args, catch_exceptions=False).exit_code == 0
-        return [json.loads(line) for line in (out / f"{arm}.jsonl").read_text().splitlines()]
-
     full = "best-of-n@n=4@select=majority"
-    records = bench(full, tmp_path / "full")
+    bench_boxed(tiny_models, data_dir, tmp_path / "full", full, "--seed", "1", "--trace")
+    records = records_of(tmp_path / "full" / f"{full}.jsonl")
     # At this seed the samples answer 2, 4, 4, 2 in 30, 10, 40 and 20 tokens: the consensus stop
     # alone draws three. A 35-token window can stop only the 40-token sample, the third, which
     # leaves no two finished samples agreeing until the fourth. (Its last token ends it whatever
@@ -308,13 +285,13 @@ def test_the_rules_script_replays_a_bar_with_the_consensus_stop_as_a_run_with_bo
     lengths = [c["tokens"] for c in records[0]["selection"]["candidates"]]
     assert lengths == [30, 10, 40, 20]
     bar = lowest_window(records[0]["trace"]["extra"]["candidates"][2]["confidence"][:-1], 35) + 1e-3
-    both = bench(f"{full}@consensus=2@stop_confidence={bar!r}@window=35", tmp_path / "both")
+    arm = f"{full}@consensus=2@stop_confidence={bar!r}@window=35"
+    bench_boxed(tiny_models, data_dir, tmp_path / "both", arm, "--seed", "1", "--trace")
+    both = records_of(tmp_path / "both" / f"{arm}.jsonl")
     assert [len(r["selection"]["candidates"]) for r in both] == [4] * 4
     assert [[c["ended"] for c in r["selection"]["candidates"]] for r in both] == [[True, True, False, True]] * 4
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "selection_rules.py"),
-                           str(tmp_path / "full" / f"{full}.jsonl"), "--consensus", "2", "--stop-window", "35",
-                           "--stop-bars", repr(bar), "--json", str(tmp_path / "rules.json")],
-                          capture_output=True, text=True, timeout=300)
+    done = selection_rules(tmp_path / "full" / f"{full}.jsonl", "--consensus", "2", "--stop-window", "35",
+                           "--stop-bars", repr(bar), "--json", tmp_path / "rules.json")
     assert done.returncode == 0, done.stderr
     given = json.loads((tmp_path / "rules.json").read_text())["early_stopping"]["bars"][-1]
     assert given["bar"] == bar and given["stopped"] == 4
@@ -322,8 +299,6 @@ def test_the_rules_script_replays_a_bar_with_the_consensus_stop_as_a_run_with_bo
     rows = sum(c["tokens"] for r in records for c in r["selection"]["candidates"])
     decoded = sum(c["tokens"] for r in both for c in r["selection"]["candidates"])
     assert given["rows_saved"] == rows - decoded > 0
-    refused = subprocess.run([sys.executable, str(ROOT / "scripts" / "selection_rules.py"),
-                              str(tmp_path / "full" / f"{full}.jsonl"), "--stop-bars", "8,high"],
-                             capture_output=True, text=True, timeout=300)
+    refused = selection_rules(tmp_path / "full" / f"{full}.jsonl", "--stop-bars", "8,high")
     assert refused.returncode == 2 and "--stop-bars takes numbers" in refused.stderr
     assert "Traceback" not in refused.stderr
