@@ -99,9 +99,9 @@ def eligible(candidates: list[Candidate], veto: bool = True) -> list[int]:
 
 def agreed(candidates: list[Candidate], votes: int, veto: bool = True) -> bool:
     """Whether ``votes`` candidates that count (ended, not vetoed, with an answer) give one answer."""
-    counts: dict[str, int] = {}
+    counting, counts = _counting(veto), {}
     for c in candidates:
-        if all(keep(c) for keep in _counting(veto)):
+        if all(keep(c) for keep in counting):
             key = normalize_answer(c.answer)
             counts[key] = counts.get(key, 0) + 1
     return max(counts.values(), default=0) >= votes
