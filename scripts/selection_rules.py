@@ -49,7 +49,7 @@ from specs_local.answers import grade_many, normalize_answer  # noqa: E402
 from specs_local.output_log import read_log  # noqa: E402
 from specs_local.report import sign_test, wilson_interval  # noqa: E402
 from specs_local.search.best_of_n import drawn  # noqa: E402
-from specs_local.selection import RULES, choose, from_record  # noqa: E402
+from specs_local.selection import RULES, choose, from_record, lowest_window  # noqa: E402
 
 
 def selection_of(record: dict) -> dict | None:
@@ -200,8 +200,7 @@ def main(argv=None) -> int:
 
     # Bars are set over every candidate the run drew, whatever a consensus stop would have kept.
     traced = all("confidence" in c for r in pool for c in r["selection"]["candidates"])
-    lows = [min(np.convolve(c["confidence"], np.ones(args.stop_window), mode="valid") / args.stop_window)
-            for r in pool for c in r["selection"]["candidates"]
+    lows = [lowest_window(c["confidence"], args.stop_window) for r in pool for c in r["selection"]["candidates"]
             if traced and len(c["confidence"]) >= args.stop_window]
     if bars and not traced:
         print("\nEarly stopping not replayed: --stop-bars needs traced records (bench --trace)")
