@@ -225,7 +225,7 @@ def report(records_by_method: dict[str, list[dict]], out_dir: Path, *, command: 
     ``profile`` (this machine's) sets predicted beside measured latency;
     ``other_profiles`` (measured elsewhere, e.g. on a GPU) add the ratios against
     ``baseline`` (default_baseline) the cost model predicts there from these runs' steps."""
-    from .costmodel import predict_latencies, predict_ratio_on, priced_by_shape, speculation_ratio
+    from .costmodel import predict_latencies, predict_ratio_on, priced_by_shape
     from .machine import machine_name
     from .report import (finished_records, git_revision, revisions_that_ran, settings_that_ran, summarize_methods,
                          write_report)
@@ -237,7 +237,7 @@ def report(records_by_method: dict[str, list[dict]], out_dir: Path, *, command: 
     for name, prof in [("this machine", profile)] + [("elsewhere", p) for p in other_profiles]:
         if prof is None:
             continue
-        if paragraph := _speculation_paragraph(prof, records_by_method, model_map, speculation_ratio):
+        if paragraph := _speculation_paragraph(prof, records_by_method, model_map):
             notes.append(paragraph)
         predicted = predict_ratio_on(prof, records_by_method, baseline=baseline, model_map=model_map)
         if name == "elsewhere":
@@ -268,7 +268,7 @@ def report(records_by_method: dict[str, list[dict]], out_dir: Path, *, command: 
     return summary
 
 
-def _speculation_paragraph(profile, records_by_method, model_map, speculation_ratio) -> str | None:
+def _speculation_paragraph(profile, records_by_method, model_map) -> str | None:
     """Whether drafting + scoring is cheaper than a target step on a profile's hardware (None
     for a run with no SPECS arm, which has nothing to say of it)."""
     arms = [label for label in records_by_method if parse_arm(label)[0] == "specs"]  # "specs", "specs@k=2", ...
@@ -281,7 +281,7 @@ def _speculation_paragraph(profile, records_by_method, model_map, speculation_ra
                 files[role] = usage["file"]
     if "draft" not in files or "target" not in files:
         return f"Speculation on {profile['machine']}: no SPECS records to name the draft and target."
-    from .costmodel import profile_name
+    from .costmodel import profile_name, speculation_ratio
 
     draft, target = (profile_name(profile, files[role], model_map) for role in ("draft", "target"))
     ratios = {n: speculation_ratio(profile, draft, target, n) for n in (1, 2, 4, 8, 16)}
